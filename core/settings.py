@@ -1,0 +1,147 @@
+"""One settings object for the server: env ``CUNXIANG_*``, an optional TOML file, defaults.
+
+Nested sections read from env with one underscore after the section name:
+``CUNXIANG_DATABASE_URL`` -> ``database.url``, ``CUNXIANG_MQTT_PORT`` -> ``mqtt.port``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "CUNXIANG_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; empty means a SQLite file `cunxiang.db` in the data directory. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    echo: bool = Field(default=False, description="Log every SQL statement.")
+
+
+class MqttSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="External broker, e.g. mqtt://user:pass@127.0.0.1:1883. Empty: `cunxiang serve` "
+        "starts an embedded broker on 127.0.0.1.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the embedded broker binds.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Port of the embedded broker.")
+    client_id: str = Field(default="cunxiang-server", description="Client id prefix of the server.")
+    max_payload: int = Field(default=16384, description="Reports larger than this many bytes are dropped.")
+
+
+class TtsSettings(_Section):
+    engine: str = Field(default="espeak", description="Default engine name.")
+    espeak_voice: str = Field(default="cmn", description="espeak-ng voice for Mandarin.")
+    espeak_speed: int = Field(default=150, ge=80, le=450, description="espeak-ng words per minute.")
+    max_chars: int = Field(default=5000, ge=1, description="Longest notice text accepted.")
+
+
+class AudioSettings(_Section):
+    bitrate: str = Field(default="64k", description="MP3 bitrate of produced assets.")
+    sample_rate: int = Field(default=24000, description="Sample rate of produced assets (Hz).")
+
+
+class SchedulerSettings(_Section):
+    timezone: str = Field(default="Asia/Shanghai", description="IANA zone of wall-clock times.")
+    lead_time_s: float = Field(
+        default=5.0, ge=0, description="Seconds before start_at that play commands are published."
+    )
+    report_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds after the expected end of an airing that speakers have to report "
+        "before their delivery becomes no_report.",
+    )
+    late_start_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A dispatch that runs more than this many seconds after start_at is not sent; "
+        "the occurrence is marked missed.",
+    )
+
+
+class AuthSettings(_Section):
+    secret_key: str | None = Field(
+        default=None,
+        description="Key signing API tokens; empty means a random key stored in the data directory.",
+    )
+    token_minutes: int = Field(default=12 * 60, ge=1, description="Lifetime of a bearer token.")
+
+
+class Settings(BaseSettings):
+    """Server settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CUNXIANG_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    data_dir: Path = Field(default=Path("./var"), description="Holds the SQLite file and audio.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL speakers use to download audio from this server.",
+    )
+    admin_password: str | None = Field(
+        default=None, description="Password of the demo `admin` user; empty means random, printed once."
+    )
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Database.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="MQTT broker.")
+    tts: TtsSettings = Field(default_factory=TtsSettings, description="Speech synthesis.")
+    audio: AudioSettings = Field(default_factory=AudioSettings, description="Audio assembly.")
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="Scheduling.")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API authentication.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"{CONFIG_ENV}={config_file}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'cunxiang.db').resolve()}"
+
+    @property
+    def audio_dir(self) -> Path:
+        """Where audio assets are stored, by content hash."""
+        return self.data_dir / "audio"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings (read once)."""
+    return Settings()

@@ -1,0 +1,90 @@
+"""Speakers, what was sent to each (deliveries), and every report they sent back."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.clock import utcnow
+from core.db import Base, UTCDateTime
+
+
+class DeliveryState(enum.StrEnum):
+    pending = "pending"  # snapshotted, nothing heard yet
+    received = "received"
+    playing = "playing"
+    played = "played"  # played to the end
+    failed = "failed"
+    skipped = "skipped"  # the speaker decided not to play (expired, busy with higher priority)
+    preempted = "preempted"
+    no_report = "no_report"  # deadline passed without a final report
+
+
+# A delivery only moves forward through these ranks; final states never change.
+STATE_RANK = {
+    DeliveryState.pending: 0,
+    DeliveryState.received: 1,
+    DeliveryState.playing: 2,
+    DeliveryState.played: 3,
+    DeliveryState.failed: 3,
+    DeliveryState.skipped: 3,
+    DeliveryState.preempted: 3,
+    DeliveryState.no_report: 3,
+}
+FINAL_STATES = frozenset(s for s, rank in STATE_RANK.items() if rank == 3)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    area_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
+    model: Mapped[str] = mapped_column(String(64), default="")
+    mqtt_username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str | None] = mapped_column(String(255))
+    online: Mapped[bool] = mapped_column(default=False)
+    online_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Delivery(Base):
+    """One occurrence as it concerns one speaker, snapshotted at dispatch."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("occurrence_id", "device_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The scheduler's occurrence id; no foreign key, devices/ knows nothing of the scheduler.
+    occurrence_id: Mapped[int] = mapped_column(Integer, index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    area_code: Mapped[str] = mapped_column(String(12))  # the device's area at dispatch time
+    state: Mapped[DeliveryState] = mapped_column(
+        Enum(DeliveryState, native_enum=False, length=16), default=DeliveryState.pending
+    )
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    playing_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    seconds_played: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Report(Base):
+    """Every playback report as received, kept raw for audit and later statistics."""
+
+    __tablename__ = "reports"
+    __table_args__ = (Index("ix_reports_occurrence_device", "occurrence_id", "device_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    occurrence_id: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the speaker's clock
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)  # ours
+    seconds_played: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)

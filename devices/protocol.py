@@ -1,0 +1,241 @@
+"""The speaker wire protocol, version 1: topics and JSON messages (see docs/protocol.md).
+
+This module is shared by the server and the speaker agent, so it imports nothing of the
+server: only the standard library and pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+)
+
+VERSION = 1
+PREFIX = f"cx/v{VERSION}"
+
+# Oversized messages are dropped before parsing: a play command is ~600 bytes.
+MAX_COMMAND_BYTES = 16 * 1024
+MAX_REPORT_BYTES = 4 * 1024
+
+QOS_COMMAND = 1
+QOS_REPORT = 1
+QOS_STATUS = 1
+
+AREA_CODE_RE = re.compile(r"^\d{12}$")
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SHA256_RE = r"^[0-9a-f]{64}$"
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text says why."""
+
+
+# ---------------------------------------------------------------- topics
+
+
+def area_command_topic(area_code: str) -> str:
+    """Commands for every speaker in an area (and all areas under it that subscribe)."""
+    return f"{PREFIX}/area/{area_code}/cmd"
+
+
+def device_topic(device_id: str, leaf: str) -> str:
+    """`cmd`, `report`, `status` or `online` topic of one speaker."""
+    return f"{PREFIX}/dev/{device_id}/{leaf}"
+
+
+def area_chain(area_code: str) -> list[str]:
+    """County, township and village codes an area belongs to, widest first, itself last.
+
+    ``341225100201`` -> ``["341225000000", "341225100000", "341225100201"]``.
+    """
+    if not AREA_CODE_RE.match(area_code):
+        raise ProtocolError(f"area code must be 12 digits: {area_code!r}")
+    chain = [area_code[:6] + "000000"]
+    if area_code[6:9] != "000":
+        chain.append(area_code[:9] + "000")
+    if area_code[9:] != "000":
+        chain.append(area_code)
+    return chain
+
+
+def subscriptions(device_id: str, area_code: str) -> list[str]:
+    """Every topic a speaker subscribes to: its area chain's command topics and its own."""
+    return [area_command_topic(code) for code in area_chain(area_code)] + [device_topic(device_id, "cmd")]
+
+
+def device_id_from_topic(topic: str) -> tuple[str, str]:
+    """Split ``cx/v1/dev/{id}/{leaf}`` into (id, leaf), or raise ProtocolError."""
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != PREFIX or parts[2] != "dev":
+        raise ProtocolError(f"not a device topic: {topic!r}")
+    if not DEVICE_ID_RE.match(parts[3]):
+        raise ProtocolError(f"bad device id in topic: {topic!r}")
+    return parts[3], parts[4]
+
+
+# ---------------------------------------------------------------- messages
+
+Timestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(
+        lambda v: v.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        return_type=str,
+    ),
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_cmd_id() -> str:
+    """A fresh command id (also the nonce)."""
+    return uuid.uuid4().hex
+
+
+class _Message(BaseModel):
+    # Unknown fields are ignored so a newer server can add fields without breaking old speakers.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    v: Literal[1] = VERSION
+
+
+class _Command(_Message):
+    cmd_id: str = Field(default_factory=new_cmd_id, min_length=8, max_length=64)
+    issued_at: Timestamp = Field(default_factory=_now)
+
+
+class PlayCommand(_Command):
+    """Download the audio, check it, play it at start_at."""
+
+    type: Literal["play"] = "play"
+    occurrence_id: int = Field(ge=1)
+    broadcast_id: int = Field(ge=1)
+    title: str = Field(default="", max_length=200)
+    audio_url: str = Field(min_length=1, max_length=2048)
+    sha256: str = Field(pattern=SHA256_RE)
+    size_bytes: int = Field(ge=0)
+    duration_s: float = Field(gt=0, le=24 * 3600)
+    start_at: Timestamp
+    expires_at: Timestamp
+    priority: int = Field(ge=0, le=100)
+    volume: int | None = Field(default=None, ge=0, le=100)
+
+
+class StopCommand(_Command):
+    """Stop an occurrence (or whatever plays, when occurrence_id is null) and forget it."""
+
+    type: Literal["stop"] = "stop"
+    occurrence_id: int | None = None
+
+
+class SetVolumeCommand(_Command):
+    type: Literal["set_volume"] = "set_volume"
+    volume: int = Field(ge=0, le=100)
+
+
+class TestToneCommand(_Command):
+    type: Literal["test_tone"] = "test_tone"
+    duration_s: float = Field(default=3.0, gt=0, le=60)
+
+
+class SyncCommand(_Command):
+    """Republish status now."""
+
+    type: Literal["sync"] = "sync"
+
+
+Command = Annotated[
+    PlayCommand | StopCommand | SetVolumeCommand | TestToneCommand | SyncCommand,
+    Field(discriminator="type"),
+]
+_command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
+
+ReportState = Literal["received", "playing", "played", "failed", "skipped", "preempted"]
+
+
+class Report(_Message):
+    """What a speaker did with one occurrence."""
+
+    device_id: str = Field(pattern=DEVICE_ID_RE.pattern)
+    occurrence_id: int = Field(ge=1)
+    state: ReportState
+    at: Timestamp = Field(default_factory=_now)
+    seconds_played: float | None = Field(default=None, ge=0)
+    error: str | None = Field(default=None, max_length=500)
+
+
+class Status(_Message):
+    """Retained heartbeat of a speaker."""
+
+    device_id: str = Field(pattern=DEVICE_ID_RE.pattern)
+    state: Literal["idle", "downloading", "playing"] = "idle"
+    volume: int = Field(default=80, ge=0, le=100)
+    occurrence_id: int | None = None
+    firmware: str = Field(default="", max_length=64)
+    uptime_s: float = Field(default=0, ge=0)
+    fault: str | None = Field(default=None, max_length=200)
+    last_cmd_id: str | None = Field(default=None, max_length=64)
+    at: Timestamp = Field(default_factory=_now)
+
+
+ONLINE = b"1"
+OFFLINE = b"0"
+
+
+def encode(message: BaseModel) -> bytes:
+    """Compact UTF-8 JSON of a message."""
+    return message.model_dump_json(exclude_none=False).encode()
+
+
+def _load(payload: bytes, limit: int) -> object:
+    if len(payload) > limit:
+        raise ProtocolError(f"message of {len(payload)} bytes exceeds {limit}")
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+
+
+def _explain(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    return f"{where}: {first['msg']}"
+
+
+def parse_command(payload: bytes) -> PlayCommand | StopCommand | SetVolumeCommand | TestToneCommand | SyncCommand:
+    """Parse a command, or raise ProtocolError saying which field is wrong."""
+    data = _load(payload, MAX_COMMAND_BYTES)
+    try:
+        return _command_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(_explain(exc)) from None
+
+
+def parse_report(payload: bytes) -> Report:
+    """Parse a playback report, or raise ProtocolError."""
+    data = _load(payload, MAX_REPORT_BYTES)
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError(_explain(exc)) from None
+
+
+def parse_status(payload: bytes) -> Status:
+    """Parse a status heartbeat, or raise ProtocolError."""
+    data = _load(payload, MAX_REPORT_BYTES)
+    try:
+        return Status.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError(_explain(exc)) from None

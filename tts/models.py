@@ -1,0 +1,28 @@
+"""Audio assets: synthesised or uploaded audio, stored by content hash."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.clock import utcnow
+from core.db import Base, UTCDateTime
+
+
+class AudioAsset(Base):
+    __tablename__ = "audio_assets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # What was asked for: same text, engine, voice and settings -> same key -> same asset.
+    cache_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # What came out: the file is stored as audio/<sha256[:2]>/<sha256>.mp3
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    mime_type: Mapped[str] = mapped_column(String(32), default="audio/mpeg")
+    engine: Mapped[str] = mapped_column(String(32))
+    voice: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
