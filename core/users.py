@@ -1,0 +1,71 @@
+"""User accounts: creation with validation, lookup, and password authentication."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core import auth
+from core.models import Region, Role, User
+
+log = logging.getLogger(__name__)
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
+PASSWORD_MIN = 8
+# Verified against when the user does not exist, so a miss costs as long as a wrong password.
+_DUMMY_HASH = auth.hash_password("cunxiang-no-such-user")
+
+
+class UserError(ValueError):
+    """A user could not be created as asked (bad username, password, role or area)."""
+
+
+def get_by_username(*, session: Session, username: str) -> User | None:
+    """Return the user with this username, or None."""
+    return session.scalar(select(User).where(User.username == username))
+
+
+def create_user(
+    *, session: Session, username: str, password: str, role: Role | str, area_code: str | None = None
+) -> User:
+    """Validate and store a new user with a hashed password, and commit."""
+    if not USERNAME_RE.fullmatch(username or ""):
+        raise UserError("username must be 3-64 characters of letters, digits, '_', '.' or '-'")
+    if len(password or "") < PASSWORD_MIN:
+        raise UserError(f"password must be at least {PASSWORD_MIN} characters")
+    try:
+        role = Role(role)
+    except ValueError:
+        raise UserError(f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}") from None
+    if area_code is not None and session.get(Region, area_code) is None:
+        raise UserError(f"area {area_code!r} does not exist")
+    if get_by_username(session=session, username=username) is not None:
+        raise UserError(f"username {username!r} is taken")
+    user = User(username=username, password_hash=auth.hash_password(password), role=role, area_code=area_code)
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:  # created concurrently between the check and the commit
+        session.rollback()
+        raise UserError(f"username {username!r} is taken") from None
+    log.info("created user %s (%s)", username, role.value)
+    return user
+
+
+def authenticate(*, session: Session, username: str, password: str) -> User | None:
+    """Return the active user whose password matches, or None."""
+    user = get_by_username(session=session, username=username)
+    if user is None:
+        auth.verify_password(password, _DUMMY_HASH)
+        return None
+    ok, new_hash = auth.verify_and_update(password, user.password_hash)
+    if not ok or not user.is_active:
+        return None
+    if new_hash is not None:
+        user.password_hash = new_hash
+        session.commit()
+    return user
