@@ -1,0 +1,186 @@
+"""Speech engines behind one small interface, and the registry that builds them from settings.
+
+An engine turns one piece of prepared text into one audio file that it writes into a directory
+the caller owns (and cleans up). Engines know nothing of the database or the store; the service
+splits text, calls the engine per piece, and assembles the result.
+
+``rate`` is engine-neutral: a percentage relative to the engine's normal speed (0 = normal,
+-20 = 20 % slower, as villagers often need). Each engine maps it to its own unit (espeak-ng
+words per minute; edge-tts ``"+0%"`` strings).
+
+Adding an engine (e.g. ``edge``): write a class with the `Engine` shape and a
+``from_settings(settings)`` classmethod, then ``register_engine("edge", EdgeEngine.from_settings)``.
+Callers only ever use `get_engine(name, settings)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RATE_MIN = -50
+RATE_MAX = 100
+
+# espeak-ng renders 500 Chinese characters in ~0.2 s; a piece that takes this long is stuck.
+ESPEAK_TIMEOUT_S = 60.0
+ESPEAK_BINARY = "espeak-ng"
+
+# A voice name goes into an argument vector, never a shell; still, keep it to what voice
+# names look like so it cannot be taken for an option.
+_VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]{0,63}")
+
+
+class EngineError(RuntimeError):
+    """An engine is missing, misconfigured or failed; the message says which and why."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the service needs from a speech engine."""
+
+    name: str
+    default_voice: str
+    # Longest piece of text (characters) the engine should be given in one call.
+    max_piece_chars: int
+
+    def available(self) -> bool:
+        """Whether the engine can be used right now (binary present, service configured)."""
+        ...
+
+    def cache_params(self, *, voice: str, rate: int) -> dict[str, Any]:
+        """Everything besides the text that decides the audio; part of the asset's cache key."""
+        ...
+
+    async def synthesize(self, text: str, *, voice: str, rate: int, out_dir: Path) -> Path:
+        """Speak text into a new audio file inside out_dir and return its path."""
+        ...
+
+
+def check_rate(rate: int) -> int:
+    """Return rate if it is an allowed percentage, else raise EngineError."""
+    if isinstance(rate, bool) or not isinstance(rate, int) or not RATE_MIN <= rate <= RATE_MAX:
+        raise EngineError(f"rate must be an integer percentage from {RATE_MIN} to {RATE_MAX}, not {rate!r}")
+    return rate
+
+
+class EspeakEngine:
+    """Offline Mandarin with espeak-ng (robotic but always there); writes 16-bit mono WAV."""
+
+    name = "espeak"
+    max_piece_chars = 500
+
+    def __init__(self, *, voice: str = "cmn", speed_wpm: int = 150, timeout_s: float | None = None) -> None:
+        self.default_voice = voice
+        self.speed_wpm = speed_wpm
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EspeakEngine:
+        return cls(voice=settings.tts.espeak_voice, speed_wpm=settings.tts.espeak_speed)
+
+    def available(self) -> bool:
+        return shutil.which(ESPEAK_BINARY) is not None
+
+    def wpm(self, rate: int) -> int:
+        """espeak-ng words per minute for a rate percentage (espeak accepts 80..450)."""
+        return max(80, min(450, round(self.speed_wpm * (100 + check_rate(rate)) / 100)))
+
+    def cache_params(self, *, voice: str, rate: int) -> dict[str, Any]:
+        return {"engine": self.name, "voice": voice, "wpm": self.wpm(rate)}
+
+    async def synthesize(self, text: str, *, voice: str, rate: int, out_dir: Path) -> Path:
+        if not _VOICE_NAME.fullmatch(voice):
+            raise EngineError(f"espeak-ng: invalid voice name {voice!r}")
+        binary = shutil.which(ESPEAK_BINARY)
+        if binary is None:
+            raise EngineError(
+                f"espeak-ng: `{ESPEAK_BINARY}` not found on PATH; install it (apt install espeak-ng) "
+                "or configure another engine"
+            )
+        fd, name = tempfile.mkstemp(prefix="espeak-", suffix=".wav", dir=out_dir)
+        os.close(fd)  # espeak-ng rewrites the file; only the unique name is wanted
+        out = Path(name)
+        args = [binary, "-v", voice, "-s", str(self.wpm(rate)), "-b", "1", "--stdin", "-w", str(out)]
+        timeout = self.timeout_s if self.timeout_s is not None else ESPEAK_TIMEOUT_S
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    returncode, message = await _run(args, text.encode("utf-8"))
+            except TimeoutError:
+                raise EngineError(f"espeak-ng: no result after {timeout:g} s ({len(text)} chars)") from None
+            if returncode != 0:
+                raise EngineError(
+                    f"espeak-ng failed (exit {returncode}, voice {voice!r}): {message or 'no output'}"
+                )
+            if not _has_audio(out):
+                raise EngineError(f"espeak-ng produced no audio (voice {voice!r}): {message or 'no message'}")
+        except BaseException:
+            _discard(out)
+            raise
+        if message:
+            logger.warning("espeak-ng: %s", message)
+        return out
+
+
+async def _run(args: list[str], stdin: bytes) -> tuple[int, str]:
+    """Run a program without a shell, feed it stdin, and return (exit code, stderr text)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:  # vanished between which() and exec, not executable, ...
+        raise EngineError(f"cannot start {args[0]}: {exc}") from exc
+    try:
+        _, stderr = await proc.communicate(stdin)
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: do not leave it running
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, stderr.decode("utf-8", "replace").strip()
+
+
+def _has_audio(path: Path) -> bool:
+    # A WAV header alone is 44 bytes: anything that small has no speech in it.
+    return path.is_file() and path.stat().st_size > 44
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+EngineFactory = Callable[[Settings], Engine]
+
+_REGISTRY: dict[str, EngineFactory] = {"espeak": EspeakEngine.from_settings}
+
+
+def register_engine(name: str, factory: EngineFactory) -> None:
+    """Make an engine available to `get_engine` under this name."""
+    _REGISTRY[name] = factory
+
+
+def engine_names() -> list[str]:
+    """Names of the registered engines."""
+    return sorted(_REGISTRY)
+
+
+def get_engine(name: str | None, settings: Settings) -> Engine:
+    """Build the named engine (settings.tts.engine when None); EngineError if there is no such engine."""
+    name = name or settings.tts.engine
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise EngineError(f"unknown speech engine {name!r}; known: {', '.join(engine_names())}")
+    return factory(settings)
