@@ -1,0 +1,39 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.routes import broadcasts, devices, regions, system
+from api.services import Services
+from core.settings import Settings
+
+
+def create_app(
+    settings: Settings, *, simulate_per_village: int = 0, simulate_args: list[str] | None = None
+) -> FastAPI:
+    """Build the app; its lifespan starts and stops the services."""
+    services = Services(
+        settings, simulate_per_village=simulate_per_village, simulate_args=simulate_args or []
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.services = services
+        try:
+            await services.start()
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(
+        title="cunxiang 村响",
+        version="0.1.0",
+        description="Broadcast scheduling for village loudspeaker networks.",
+        lifespan=lifespan,
+    )
+    for module in (system, regions, devices, broadcasts):
+        app.include_router(module.router)
+    return app

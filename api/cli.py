@@ -1,0 +1,265 @@
+"""The `cunxiang` command: serve, agent, simulate, regions, users, db."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("cunxiang")
+
+DEMO_SPEAKERS_PER_VILLAGE = 2
+
+
+def _settings(args: argparse.Namespace, **extra):
+    from core.settings import Settings
+
+    overrides = dict(extra)
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    return Settings(**overrides)
+
+
+def _session_factory(settings):
+    from api import migrate
+    from core.db import make_engine, make_session_factory
+
+    migrate.upgrade(settings.database_url)
+    return make_session_factory(make_engine(settings.database_url))
+
+
+# ---------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    extra = {}
+    if "CUNXIANG_PUBLIC_URL" not in os.environ:
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        extra["public_url"] = f"http://{host}:{args.port}"
+    settings = _settings(args, **extra)
+    per_village = 0
+    if args.demo:
+        per_village = args.speakers_per_village
+        _load_demo(settings, per_village)
+    app = create_app(settings, simulate_per_village=per_village)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _load_demo(settings, per_village: int) -> None:
+    from core import regions, users
+    from core.db import session_scope
+    from core.models import Role
+    from devices import service as device_service
+
+    factory = _session_factory(settings)
+    with session_scope(factory) as session:
+        result = regions.load_demo(session=session)
+        if result is not None and getattr(result, "created", 0):
+            print(f"demo county loaded: {result.created} areas")
+        if users.get_by_username(session=session, username="admin") is None:
+            password = settings.admin_password or secrets.token_urlsafe(12)
+            users.create_user(session=session, username="admin", password=password, role=Role.admin)
+            if settings.admin_password:
+                print("created user admin (password from CUNXIANG_ADMIN_PASSWORD)")
+            else:
+                print(f"created user admin with password: {password}   (shown once; keep it)")
+        if per_village > 0:
+            devices = device_service.ensure_simulated(session=session, per_village=per_village)
+            print(f"{len(devices)} simulated speakers registered ({per_village} per village)")
+
+
+# ---------------------------------------------------------------- speakers
+
+
+def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
+    from devices.agent.cli import main as agent_main
+
+    return agent_main(rest)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from devices import service as device_service
+    from devices import simulate
+
+    settings = _settings(args)
+    broker = args.broker or settings.mqtt.url or f"mqtt://127.0.0.1:{settings.mqtt.port}"
+    factory = _session_factory(settings)
+    with factory() as session:
+        devices = device_service.ensure_simulated(session=session, per_village=args.per_village)
+        session.commit()
+        specs_src = [(d.id, d.area_code) for d in devices]
+    if not specs_src:
+        print(
+            "no villages in the database: run `cunxiang serve --demo` or `cunxiang regions import`",
+            file=sys.stderr,
+        )
+        return 2
+    behaviours = simulate.pick_behaviours(
+        [d for d, _ in specs_src], fail_rate=args.fail_rate, silent_rate=args.silent_rate, seed=args.seed
+    )
+    specs = [simulate.SpeakerSpec(device_id=d, area_code=a, behaviour=behaviours[d]) for d, a in specs_src]
+    counts = {b: list(behaviours.values()).count(b) for b in set(behaviours.values())}
+    print(f"simulating {len(specs)} speakers on {broker}: {counts}", flush=True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await simulate.run_speakers(specs, broker, cache_dir=settings.data_dir / "sim-cache", stop=stop)
+
+    asyncio.run(run())
+    return 0
+
+
+# ---------------------------------------------------------------- admin
+
+
+def cmd_regions_import(args: argparse.Namespace) -> int:
+    from core import regions
+    from core.db import session_scope
+
+    settings = _settings(args)
+    factory = _session_factory(settings)
+    try:
+        with session_scope(factory) as session:
+            result = regions.import_file(session=session, path=Path(args.file))
+    except regions.RegionImportError as exc:
+        print(f"{args.file}: nothing imported; {len(exc.errors)} bad row(s):", file=sys.stderr)
+        for line, message in exc.errors:
+            print(f"  line {line}: {message}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: {result.created} created, {result.updated} updated")
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from core import users
+    from core.db import session_scope
+
+    password = args.password
+    if password is None:
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    settings = _settings(args)
+    factory = _session_factory(settings)
+    try:
+        with session_scope(factory) as session:
+            user = users.create_user(
+                session=session,
+                username=args.username,
+                password=password,
+                role=args.role,
+                area_code=args.area,
+            )
+            print(
+                f"user {user.username} ({user.role}{', ' + user.area_code if user.area_code else ''}) created"
+            )
+    except users.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from api import migrate
+
+    settings = _settings(args)
+    migrate.upgrade(settings.database_url)
+    print(f"database at {settings.database_url.split('@')[-1]} is up to date")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cunxiang", description="村响: village loudspeaker broadcasting")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir", help="holds the SQLite file and audio (default ./var or CUNXIANG_DATA_DIR)"
+        )
+
+    p = sub.add_parser("serve", help="run the server (API, scheduler, ingestion, embedded broker)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    data_dir(p)
+    p.add_argument(
+        "--demo", action="store_true", help="load the demo county, admin user and simulated speakers"
+    )
+    p.add_argument(
+        "--speakers-per-village",
+        type=int,
+        default=DEMO_SPEAKERS_PER_VILLAGE,
+        help="simulated speakers with --demo",
+    )
+    p.set_defaults(func=cmd_serve)
+
+    sub.add_parser("agent", help="run one speaker (see `cunxiang agent --help`)", add_help=False)
+
+    p = sub.add_parser("simulate", help="run simulated speakers for every village")
+    p.add_argument("--per-village", type=int, default=DEMO_SPEAKERS_PER_VILLAGE)
+    p.add_argument("--fail-rate", type=float, default=0.0, help="share of speakers whose playback fails")
+    p.add_argument("--silent-rate", type=float, default=0.0, help="share of speakers that never report")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--broker", help="mqtt://host:port (default CUNXIANG_MQTT_URL or the embedded broker)")
+    data_dir(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("regions", help="administrative areas")
+    rsub = p.add_subparsers(dest="regions_command", required=True)
+    p = rsub.add_parser("import", help="import areas from CSV or JSON (see docs/regions.md)")
+    p.add_argument("file")
+    data_dir(p)
+    p.set_defaults(func=cmd_regions_import)
+
+    p = sub.add_parser("users", help="accounts")
+    usub = p.add_subparsers(dest="users_command", required=True)
+    p = usub.add_parser("add", help="add a user (password from --password or stdin)")
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", required=True, choices=["admin", "approver", "staff", "operator", "viewer"])
+    p.add_argument("--area", help="area code the user is limited to")
+    p.add_argument("--password")
+    data_dir(p)
+    p.set_defaults(func=cmd_users_add)
+
+    p = sub.add_parser("db", help="database")
+    dsub = p.add_subparsers(dest="db_command", required=True)
+    p = dsub.add_parser("upgrade", help="apply migrations")
+    data_dir(p)
+    p.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `agent` has its own parser; hand it everything after the word.
+    if argv and argv[0] == "agent":
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return cmd_agent(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Health, login, and audio downloads."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel
+
+from api.deps import CurrentUser, ServicesDep, SessionDep, SettingsDep
+from core import auth, users
+from core.schemas import UserRead
+from tts import store
+
+router = APIRouter()
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@router.get("/api/v1/health", tags=["system"])
+def health(services: ServicesDep) -> JSONResponse:
+    """Database, broker and scheduler state; 503 when any is down. No token needed."""
+    body = services.health()
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+@router.post("/api/v1/auth/token", tags=["auth"])
+def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    services: ServicesDep,
+    settings: SettingsDep,
+) -> Token:
+    """OAuth2 password flow: username and password in, bearer token out."""
+    user = users.authenticate(session=session, username=form.username, password=form.password)
+    if user is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="wrong username or password",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    minutes = settings.auth.token_minutes
+    token = auth.create_access_token(
+        subject=str(user.id), role=str(user.role), secret=services.token_secret, minutes=minutes
+    )
+    return Token(access_token=token, expires_in=minutes * 60)
+
+
+@router.get("/api/v1/me", tags=["auth"])
+def me(user: CurrentUser) -> UserRead:
+    """The logged-in user."""
+    return UserRead.model_validate(user)
+
+
+@router.get("/media/{sha256}.mp3", tags=["media"], response_class=FileResponse)
+def media(sha256: str, settings: SettingsDep) -> FileResponse:
+    """An audio asset by content hash (speakers download here; the hash is the name)."""
+    if not SHA256_RE.match(sha256):
+        raise HTTPException(status_code=404, detail="no such audio")
+    path = store.path_for(settings.audio_dir, sha256)
+    if not path.is_file():
+        raise HTTPException(status_code=404, detail="no such audio")
+    return FileResponse(path, media_type="audio/mpeg", headers={"Cache-Control": "public, max-age=31536000"})

@@ -1,0 +1,137 @@
+"""The long-running pieces of one server process, started and stopped in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import migrate
+from core import auth
+from core.db import make_engine, make_session_factory
+from core.settings import Settings
+from devices.ingest import ReportIngestor
+from devices.transport import MqttLink
+from scheduler import runtime
+from scheduler.runner import SchedulerRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    # Simulated speakers per village started in a child process (0 = none).
+    simulate_per_village: int = 0
+    simulate_args: list[str] = field(default_factory=list)
+
+    engine: Engine | None = None
+    session_factory: sessionmaker[Session] | None = None
+    token_secret: str = ""
+    broker: object | None = None
+    broker_url: str = ""
+    link: MqttLink | None = None
+    ingestor: ReportIngestor | None = None
+    runner: SchedulerRunner | None = None
+    simulator: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        """Database, broker, link, ingestor, scheduler, and (on request) simulated speakers."""
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.audio_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.database_url
+        await asyncio.to_thread(migrate.upgrade, url)
+        self.engine = make_engine(url, echo=settings.database.echo)
+        self.session_factory = make_session_factory(self.engine)
+        self.token_secret = settings.auth.secret_key or auth.load_or_create_secret(settings.data_dir)
+
+        if settings.mqtt.url:
+            self.broker_url = settings.mqtt.url
+        else:
+            from devices.broker import start_embedded_broker
+
+            self.broker = await start_embedded_broker(settings.mqtt.host, settings.mqtt.port)
+            self.broker_url = self.broker.url
+            log.info("embedded MQTT broker on %s", self.broker_url)
+        self.link = MqttLink(self.broker_url, client_id=f"{settings.mqtt.client_id}-{os.getpid()}")
+        await asyncio.to_thread(self.link.connect)
+        self.ingestor = ReportIngestor(link=self.link, session_factory=self.session_factory)
+        self.ingestor.start()
+        self.runner = SchedulerRunner(
+            engine=self.engine,
+            rt=runtime.Runtime(settings=settings, session_factory=self.session_factory, link=self.link),
+        )
+        self.runner.start()
+        if self.simulate_per_village > 0:
+            self._start_simulator()
+
+    def _start_simulator(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "simulate",
+            "--per-village",
+            str(self.simulate_per_village),
+            "--broker",
+            self.broker_url,
+            "--data-dir",
+            str(self.settings.data_dir),
+            *self.simulate_args,
+        ]
+        env = {**os.environ, "CUNXIANG_DATABASE_URL": self.settings.database_url}
+        self.simulator = subprocess.Popen(cmd, env=env)
+        log.info("started simulated speakers (pid %s): %s", self.simulator.pid, " ".join(cmd[3:]))
+
+    async def stop(self) -> None:
+        """Stop everything started, in reverse order."""
+        if self.simulator is not None and self.simulator.poll() is None:
+            self.simulator.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.simulator.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.simulator.kill()
+        if self.runner is not None:
+            self.runner.shutdown()
+        if self.ingestor is not None:
+            self.ingestor.stop()
+        if self.link is not None:
+            self.link.close()
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+
+    def health(self) -> dict:
+        """Database, broker and scheduler state, for /api/v1/health."""
+        db_ok = False
+        try:
+            with self.session_factory() as session:
+                session.execute(text("SELECT 1"))
+            db_ok = True
+        except Exception as exc:  # reported, not raised: health must answer
+            log.warning("health: database check failed: %s", exc)
+        broker_ok = bool(self.link and self.link.connected)
+        sched_ok = bool(self.runner and self.runner.running)
+        return {
+            "status": "ok" if db_ok and broker_ok and sched_ok else "degraded",
+            "database": {"ok": db_ok, "backend": self.engine.dialect.name if self.engine else None},
+            "broker": {"ok": broker_ok, "url": _redact(self.broker_url), "embedded": self.broker is not None},
+            "scheduler": {"ok": sched_ok, "jobs": self.runner.job_count() if sched_ok else 0},
+            "ingest": dict(self.ingestor.counts) if self.ingestor else {},
+        }
+
+
+def _redact(url: str) -> str:
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,163 @@
+"""Report ingestion: speaker messages from MQTT into the database, in batches.
+
+paho's network thread only puts raw messages on a queue; one worker thread parses them and
+writes each batch in one transaction. Nothing a speaker sends can stop the worker: every bad
+message is dropped with a counted, logged reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.clock import utcnow
+from core.db import session_scope
+from devices import protocol
+from devices import service as device_service
+from devices.transport import Link
+
+log = logging.getLogger(__name__)
+
+# A batch is written when it has this many messages or is this old, whichever comes first.
+BATCH_MAX = 2000
+FLUSH_INTERVAL_S = 0.05
+# Messages held in memory before new ones are dropped (and counted) rather than exhaust memory.
+QUEUE_MAX = 200_000
+
+SUBSCRIPTIONS = (
+    protocol.device_topic("+", "report"),
+    protocol.device_topic("+", "status"),
+    protocol.device_topic("+", "online"),
+)
+
+
+class ReportIngestor:
+    """Subscribes to every speaker's report/status/online topic and records what arrives."""
+
+    def __init__(self, *, link: Link, session_factory: sessionmaker[Session]) -> None:
+        self._link = link
+        self._session_factory = session_factory
+        self._queue: queue.Queue[tuple[str, bytes, datetime] | None] = queue.Queue(QUEUE_MAX)
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._pending = 0
+        self.counts: Counter[str] = Counter()
+
+    def start(self) -> None:
+        """Subscribe and start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name="report-ingestor", daemon=True)
+        self._thread.start()
+        for topic in SUBSCRIPTIONS:
+            self._link.subscribe(topic, self._on_message, qos=protocol.QOS_REPORT)
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the worker."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything received so far is written; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        with self._idle:
+            self._pending += 1
+        try:
+            self._queue.put_nowait((topic, payload, utcnow()))
+        except queue.Full:
+            self._done(1)
+            self.counts["dropped_queue_full"] += 1
+            log.error("ingest queue full; dropped a message on %s", topic)
+
+    def _done(self, n: int) -> None:
+        with self._idle:
+            self._pending -= n
+            self._idle.notify_all()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            deadline = utcnow().timestamp() + FLUSH_INTERVAL_S
+            while len(batch) < BATCH_MAX:
+                timeout = deadline - utcnow().timestamp()
+                try:
+                    item = (
+                        self._queue.get(timeout=max(timeout, 0)) if timeout > 0 else self._queue.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                self._write(batch)
+            except Exception:
+                # The database is unavailable or a bug: count and log, keep the worker alive.
+                self.counts["batch_errors"] += 1
+                log.exception("could not write a batch of %d speaker messages", len(batch))
+            finally:
+                self._done(len(batch))
+
+    def _write(self, batch: list[tuple[str, bytes, datetime]]) -> None:
+        reports: list[tuple[protocol.Report, datetime]] = []
+        online: dict[str, tuple[bool, datetime]] = {}
+        seen: dict[str, datetime] = {}
+        for topic, payload, arrived in batch:
+            self.counts["received"] += 1
+            try:
+                device_id, leaf = protocol.device_id_from_topic(topic)
+                if leaf == "report":
+                    report = protocol.parse_report(payload)
+                    if report.device_id != device_id:
+                        raise protocol.ProtocolError(
+                            f"report names device {report.device_id!r} on {device_id!r}'s topic"
+                        )
+                    reports.append((report, arrived))
+                elif leaf == "online":
+                    if payload not in (protocol.ONLINE, protocol.OFFLINE):
+                        raise protocol.ProtocolError(f"online flag must be 1 or 0, got {payload[:16]!r}")
+                    online[device_id] = (payload == protocol.ONLINE, arrived)
+                elif leaf == "status":
+                    status = protocol.parse_status(payload)
+                    if status.device_id != device_id:
+                        raise protocol.ProtocolError(
+                            f"status names device {status.device_id!r} on {device_id!r}'s topic"
+                        )
+                    seen[device_id] = arrived
+                else:
+                    continue  # our own command topics are not subscribed; ignore anything else
+            except protocol.ProtocolError as exc:
+                self.counts["malformed"] += 1
+                log.warning("dropped message on %s: %s", topic, exc)
+        with session_scope(self._session_factory) as session:
+            result = device_service.apply_reports(session=session, reports=reports)
+            for device_id, (is_online, at) in online.items():
+                if not device_service.set_online(
+                    session=session, device_id=device_id, online=is_online, at=at
+                ):
+                    self.counts["unknown_device"] += 1
+            for device_id, at in seen.items():
+                device = device_service.get(session=session, device_id=device_id)
+                if device is not None:
+                    device.last_seen_at = at
+        self.counts["applied"] += result.applied
+        self.counts["stale"] += result.stale
+        self.counts["unknown_device"] += result.unknown_device
+        self.counts["unknown_delivery"] += result.unknown_delivery
+        if result.unknown_devices:
+            log.warning("reports from unknown devices: %s", ", ".join(sorted(result.unknown_devices)[:10]))
+        if result.unknown_delivery:
+            log.warning("%d reports for occurrences not sent to their device", result.unknown_delivery)

@@ -1,0 +1,146 @@
+"""The server's link to the speakers: a small interface, with MQTT (paho) as the implementation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+log = logging.getLogger(__name__)
+
+# Seconds to wait for the first CONNACK before `connect()` gives up.
+CONNECT_TIMEOUT_S = 10.0
+# Seconds between reconnect attempts, doubling from min to max.
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+# Fan-out publishes many QoS 1 messages at once; paho's default of 20 in flight is too few.
+MAX_INFLIGHT = 100
+KEEPALIVE_S = 30
+
+Handler = Callable[[str, bytes], None]
+
+
+class LinkError(RuntimeError):
+    """The broker could not be reached or refused a publish."""
+
+
+class Link(Protocol):
+    """What the server needs from a speaker link."""
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None: ...
+
+    def subscribe(self, topic: str, handler: Handler, *, qos: int = 1) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def parse_broker_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """Split mqtt://user:pass@host:port into its parts (port defaults to 1883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp"):
+        raise ValueError(f"broker URL must start with mqtt://, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"broker URL has no host: {url!r}")
+    return parts.hostname, parts.port or 1883, parts.username, parts.password
+
+
+class MqttLink:
+    """paho-mqtt 2.x client on its own network thread; reconnects and resubscribes by itself.
+
+    Handlers run on paho's thread: they must be quick and hand work elsewhere.
+    """
+
+    def __init__(self, url: str, *, client_id: str) -> None:
+        self.url = url
+        host, port, username, password = parse_broker_url(url)
+        self._host, self._port = host, port
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=True,
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.max_inflight_messages_set(MAX_INFLIGHT)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._handlers: dict[str, tuple[Handler, int]] = {}
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up."""
+        return self._connected.is_set()
+
+    def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """Connect and start the network thread; raise LinkError if no CONNACK in time."""
+        try:
+            self._client.connect(self._host, self._port, keepalive=KEEPALIVE_S)
+        except OSError as exc:
+            raise LinkError(f"cannot reach MQTT broker {self._host}:{self._port}: {exc}") from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            self._client.loop_stop()
+            raise LinkError(f"MQTT broker {self._host}:{self._port} did not accept the connection")
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Queue a message; raise LinkError when paho refuses it (e.g. not connected)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise LinkError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+
+    def subscribe(self, topic: str, handler: Handler, *, qos: int = 1) -> None:
+        """Call handler(topic, payload) for every message on topic (wildcards allowed)."""
+        with self._lock:
+            self._handlers[topic] = (handler, qos)
+        self._client.message_callback_add(topic, self._dispatch(handler))
+        if self.connected:
+            self._client.subscribe(topic, qos=qos)
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    # paho callbacks (network thread) -------------------------------------------------
+
+    def _dispatch(self, handler: Handler):
+        def on_message(_client, _userdata, message: mqtt.MQTTMessage) -> None:
+            try:
+                handler(message.topic, message.payload)
+            except Exception:  # a handler bug must not kill paho's thread
+                log.exception("handler for %s failed", message.topic)
+
+        return on_message
+
+    def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT broker refused connection: %s", reason_code)
+            return
+        with self._lock:
+            subs = [(topic, qos) for topic, (_h, qos) in self._handlers.items()]
+        if subs:
+            client.subscribe(subs)
+        self._connected.set()
+        log.info("connected to MQTT broker %s:%s", self._host, self._port)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        self._connected.clear()
+        log.warning("MQTT connection lost (%s); paho will reconnect", reason_code)
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        log.debug("unrouted message on %s", message.topic)
