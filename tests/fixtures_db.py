@@ -105,9 +105,10 @@ def find_pg_ctl(configured: str | None = None) -> str:
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
+    tried = ", ".join(c for c in candidates if c)
     raise RuntimeError(
-        "pg_ctl not found (tried %s); install the PostgreSQL server package "
-        "(Debian: apt-get install postgresql)" % ", ".join(c for c in candidates if c)
+        f"pg_ctl not found (tried {tried}); install the PostgreSQL server package "
+        "(Debian: apt-get install postgresql)"
     )
 
 
@@ -176,10 +177,15 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[PgServer]:
             sys.stderr.write(f"--- {log} ---\n{log.read_text(errors='replace')}\n")
         shutil.rmtree(root, ignore_errors=True)
         raise
-    sys.stderr.write(
-        f"\nPostgreSQL ({shlex.quote(pg_ctl)}, as {runner.pw_name if runner else 'current user'}) "
-        f"started on port {port} in {time.monotonic() - started:.2f}s\n"
+    message = (
+        f"PostgreSQL ({shlex.quote(pg_ctl)}, as {runner.pw_name if runner else 'current user'}) "
+        f"started on port {port} in {time.monotonic() - started:.2f}s"
     )
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:  # once per run, past output capture
+        with capture.global_and_fixture_disabled():
+            reporter.write(f"\n{message}\n")
     try:
         yield PgServer(host=PG_HOST, port=port, user=PG_SUPERUSER, executor=executor)
     finally:

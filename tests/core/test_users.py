@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from core import regions, users
+from core.models import Role
+from core.users import UserError
+
+VILLAGE = "341225100201"
+
+
+def test_create_and_authenticate(session):
+    regions.load_demo(session=session)
+    user = users.create_user(
+        session=session, username="li.ming", password="村村响-2024", role="staff", area_code=VILLAGE
+    )
+    assert user.id is not None and user.role is Role.staff and user.area_code == VILLAGE
+    assert user.password_hash != "村村响-2024"
+    session.expunge_all()
+
+    found = users.authenticate(session=session, username="li.ming", password="村村响-2024")
+    assert found is not None and found.id == user.id
+    assert users.authenticate(session=session, username="li.ming", password="wrong-password") is None
+    assert users.authenticate(session=session, username="nobody", password="村村响-2024") is None
+    assert users.get_by_username(session=session, username="li.ming").id == user.id
+
+
+def test_inactive_user_cannot_log_in(session):
+    user = users.create_user(session=session, username="admin", password="secret-123", role=Role.admin)
+    user.is_active = False
+    session.commit()
+    assert users.authenticate(session=session, username="admin", password="secret-123") is None
+
+
+def test_duplicate_username(session):
+    users.create_user(session=session, username="wang_fang", password="password1", role="approver")
+    with pytest.raises(UserError, match="taken"):
+        users.create_user(session=session, username="wang_fang", password="password2", role="viewer")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"username": "ab"}, "username"),
+        ({"username": "x" * 65}, "username"),
+        ({"username": "张三"}, "username"),
+        ({"username": "bad name"}, "username"),
+        ({"password": "short"}, "at least 8"),
+        ({"role": "superuser"}, "unknown role"),
+        ({"area_code": "341225999201"}, "does not exist"),
+    ],
+)
+def test_invalid_users_are_refused(session, kwargs, message):
+    args = {"username": "valid_user", "password": "long-enough", "role": "staff", **kwargs}
+    with pytest.raises(UserError, match=message):
+        users.create_user(session=session, **args)
+    assert users.get_by_username(session=session, username=args["username"]) is None
