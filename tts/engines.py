@@ -68,9 +68,9 @@ class Engine(Protocol):
 
 
 def check_rate(rate: int) -> int:
-    """Return rate if it is an allowed percentage, else raise EngineError."""
+    """Return rate if it is an allowed percentage, else raise ValueError."""
     if isinstance(rate, bool) or not isinstance(rate, int) or not RATE_MIN <= rate <= RATE_MAX:
-        raise EngineError(f"rate must be an integer percentage from {RATE_MIN} to {RATE_MAX}, not {rate!r}")
+        raise ValueError(f"rate must be an integer percentage from {RATE_MIN} to {RATE_MAX}, not {rate!r}")
     return rate
 
 
