@@ -11,9 +11,10 @@ How to call it
   ``asyncio.run`` in the calling thread, so it must not be called from a thread that is already
   running an event loop (it raises RuntimeError there instead of deadlocking; await `synthesize`).
 
-Both take a sync SQLAlchemy `Session` (the project has no async sessions) and commit the new asset
-(in a SAVEPOINT, so nothing else of the caller's is rolled back when a concurrent identical
-request wins the race).
+Both take a sync SQLAlchemy `Session` (the project has no async sessions). A new asset is inserted
+in a SAVEPOINT (so losing a race rolls back nothing of the caller's) and then the session is
+committed: the row must be visible to other requests as soon as its file is in the store.
+A cache hit does not commit.
 
 Caching
 -------
