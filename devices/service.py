@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from core import regions
 from core.clock import utcnow
 from core.models import Region, RegionLevel
 from devices import protocol
@@ -26,15 +27,6 @@ from devices.models import (
 
 class DeviceError(ValueError):
     """A device request that cannot be carried out; the text says why."""
-
-
-def area_prefix(code: str) -> str:
-    """The code prefix shared by an area and everything under it."""
-    if code.endswith("000000"):
-        return code[:6]
-    if code.endswith("000"):
-        return code[:9]
-    return code
 
 
 def get(*, session: Session, device_id: str) -> Device | None:
@@ -69,7 +61,7 @@ def list_devices(
     """Devices under an area (all when None), optionally by online state, with the total count."""
     query = select(Device)
     if area_code:
-        query = query.where(Device.area_code.startswith(area_prefix(area_code)))
+        query = query.where(Device.area_code.startswith(regions.code_prefix(area_code)))
     if online is not None:
         query = query.where(Device.online.is_(online))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -110,7 +102,7 @@ def ensure_simulated(*, session: Session, per_village: int) -> list[Device]:
 
 def expand_targets(*, session: Session, area_codes: Sequence[str], device_ids: Sequence[str]) -> list[Device]:
     """The speakers a broadcast reaches: everything under the areas, plus the named devices."""
-    conditions = [Device.area_code.startswith(area_prefix(code)) for code in area_codes]
+    conditions = [Device.area_code.startswith(regions.code_prefix(code)) for code in area_codes]
     if device_ids:
         conditions.append(Device.id.in_(list(device_ids)))
     if not conditions:

@@ -12,7 +12,7 @@ from scheduler.models import BroadcastStatus, OccurrenceStatus, Priority
 class BroadcastCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200, description="Short title shown to staff and villagers.")
+    title: str = Field(min_length=1, max_length=200, description="Short title for staff and villagers.")
     text: str = Field(min_length=1, description="The notice, read out by the speech engine.")
     areas: list[str] = Field(default_factory=list, description="12-digit area codes; everything under them.")
     devices: list[str] = Field(default_factory=list, description="Extra speaker ids.")
@@ -20,7 +20,8 @@ class BroadcastCreate(BaseModel):
         default=None, description="ISO 8601 with offset; absent means now plus the lead time."
     )
     priority: Priority | None = Field(
-        default=None, description="Absent means the level of the widest target area (county/township/village)."
+        default=None,
+        description="Absent means the level of the widest target area (county/township/village).",
     )
     volume: int | None = Field(default=None, ge=0, le=100, description="Speaker volume for this broadcast.")
     voice: str | None = Field(default=None, max_length=64, description="Voice id; absent means the default.")

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import regions
 from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel, User
@@ -43,19 +44,15 @@ _LEVEL_PRIORITY = {
 }
 
 
-def _under(code: str, ancestor: str) -> bool:
-    return device_service.area_prefix(code).startswith(device_service.area_prefix(ancestor))
-
-
 def check_scope(*, user: User, area_codes: Sequence[str], devices: Sequence[Device]) -> None:
     """Raise Forbidden unless every target lies inside the user's own area."""
     if user.area_code is None:
         return
     for code in area_codes:
-        if not _under(code, user.area_code):
+        if not regions.is_under(code, user.area_code):
             raise Forbidden(f"area {code} is outside your area {user.area_code}")
     for device in devices:
-        if not _under(device.area_code, user.area_code):
+        if not regions.is_under(device.area_code, user.area_code):
             raise Forbidden(f"device {device.id} is outside your area {user.area_code}")
 
 
@@ -154,7 +151,7 @@ def list_broadcasts(
     query = select(Broadcast)
     if user.area_code is not None:
         query = query.join(User, User.id == Broadcast.created_by).where(
-            User.area_code.startswith(device_service.area_prefix(user.area_code))
+            User.area_code.startswith(regions.code_prefix(user.area_code))
         )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = session.scalars(query.order_by(Broadcast.id.desc()).limit(limit).offset(offset)).all()
@@ -164,7 +161,7 @@ def list_broadcasts(
 def reach(*, session: Session, broadcast: Broadcast, level: str | None = None) -> dict:
     """Reach figures of a broadcast over all its occurrences."""
     if level is None:
-        widest = min(device_service.area_prefix(c).__len__() for c in broadcast.target_areas or ["0" * 12])
+        widest = min((len(regions.code_prefix(c)) for c in broadcast.target_areas), default=12)
         level = "township" if widest <= 6 else "village"
     figures = reach_stats.reach(
         session=session, occurrence_ids=[o.id for o in broadcast.occurrences], level=level
@@ -188,10 +185,10 @@ class Outgoing:
 def plan_topics(*, area_codes: Sequence[str], devices: Sequence[Device]) -> tuple[list[str], list[str]]:
     """The fewest area topics that cover the areas, and device ids not covered by them."""
     chosen: list[str] = []
-    for code in sorted(set(area_codes), key=lambda c: len(device_service.area_prefix(c))):
-        if not any(_under(code, c) for c in chosen):
+    for code in sorted(set(area_codes), key=lambda c: len(regions.code_prefix(c))):
+        if not any(regions.is_under(code, c) for c in chosen):
             chosen.append(code)
-    loose = [d.id for d in devices if not any(_under(d.area_code, c) for c in chosen)]
+    loose = [d.id for d in devices if not any(regions.is_under(d.area_code, c) for c in chosen)]
     return chosen, loose
 
 

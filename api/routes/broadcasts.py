@@ -14,7 +14,9 @@ from devices.schemas import DeliveryRead
 from scheduler import service as scheduler_service
 from scheduler.exceptions import BroadcastError, Forbidden, NotFound
 from scheduler.schemas import BroadcastCreate, BroadcastRead
-from tts.errors import SpeechError
+from tts.audio import AudioError
+from tts.engines import EngineError
+from tts.text import TextError
 
 router = APIRouter(prefix="/api/v1/broadcasts", tags=["broadcasts"])
 
@@ -58,8 +60,12 @@ def create_broadcast(
         ) from None
     except Forbidden as exc:
         raise HTTPException(status_code=403, detail=str(exc)) from None
-    except SpeechError as exc:
-        raise HTTPException(status_code=exc.http_status, detail=str(exc)) from None
+    except TextError as exc:
+        raise HTTPException(
+            status_code=422, detail=[{"loc": ["body", "text"], "msg": str(exc), "type": "value_error"}]
+        ) from None
+    except (EngineError, AudioError) as exc:
+        raise HTTPException(status_code=503, detail=f"speech synthesis failed: {exc}") from None
     session.commit()  # the dispatch job must find it
     for occ in broadcast.occurrences:
         services.runner.schedule(occ)
