@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from typing import Any
 
 from amqtt.broker import Broker
 
@@ -25,6 +26,30 @@ class BrokerPortInUse(RuntimeError):
         )
         self.host = host
         self.port = port
+
+
+class _Broker(Broker):
+    """amqtt's Broker with retained-message delivery fixed and made cheap for thousands of speakers."""
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Any
+    ) -> None:
+        # amqtt 0.12.1 calls this on every CONNECT for *every* topic filter any client subscribed to,
+        # so a new speaker received the retained status/online messages matching the server's
+        # `cx/v1/dev/+/status` subscription. Deliver only for filters this session itself holds.
+        topic_filter, qos = subscription
+        if not any(holder is session for holder, _ in self._subscriptions.get(topic_filter, ())):
+            return
+        if "+" in topic_filter or "#" in topic_filter:
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+            return
+        # Exact filters (all a speaker uses): one dict lookup instead of matching every retained topic.
+        retained = self._retained_messages.get(topic_filter)
+        handler = self._get_handler(session)
+        if retained is not None and handler is not None:
+            await handler.mqtt_publish(
+                retained.topic, retained.data, min(qos, retained.qos or qos), retain=True
+            )
 
 
 class EmbeddedBroker:
@@ -84,7 +109,7 @@ async def start_embedded_broker(host: str, port: int) -> EmbeddedBroker:
     """Start amqtt on host:port in the running loop; raise BrokerPortInUse if the port is taken."""
     quiet_amqtt_logging()
     _check_port_free(host, port)
-    broker = Broker(_config(host, port))
+    broker = _Broker(_config(host, port))
     try:
         await broker.start()
     except Exception as exc:

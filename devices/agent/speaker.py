@@ -50,6 +50,9 @@ REMEMBERED_OCCURRENCES = 10_000
 # Reports kept while disconnected; they are sent in order after reconnecting.
 OUTBOX_LIMIT = 1_000
 
+# Added to the wait for start_at: the loop's timer may fire a hair early against the wall clock.
+START_SLACK_S = 0.005
+
 FIRMWARE = "cunxiang-agent/0.1"
 STOPPED_BY_SERVER = "stopped by server"
 SIMULATED_FAILURE = "simulated playback failure"
@@ -95,6 +98,12 @@ def _now() -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _refused(granted: object) -> bool:
+    """SUBACK entry is a failure (0x80); paho gives ints or ReasonCode objects."""
+    value = getattr(granted, "value", granted)
+    return isinstance(value, int) and value >= 0x80
 
 
 @dataclass
@@ -173,6 +182,9 @@ class Speaker:
                         self.broker.port,
                         exc,
                     )
+                except Exception:
+                    # A bug must not silence a loudspeaker for good: log it and reconnect.
+                    logger.exception("%s: unexpected error in the MQTT session", self.device_id)
                 if self._last_session_ready:
                     delay = RECONNECT_MIN_S  # it worked once: the next failure starts the backoff afresh
                 pause = delay * random.uniform(0.75, 1.25)
@@ -206,7 +218,7 @@ class Speaker:
         async with client:
             try:
                 granted = await client.subscribe([(topic, protocol.QOS_COMMAND) for topic in self.topics])
-                refused = [t for t, g in zip(self.topics, granted, strict=False) if int(g) >= 0x80]
+                refused = [t for t, g in zip(self.topics, granted, strict=False) if _refused(g)]
                 if refused:
                     raise aiomqtt.MqttError(f"broker refused subscriptions: {refused}")
                 online = protocol.device_topic(self.device_id, "online")
@@ -293,6 +305,11 @@ class Speaker:
 
     def handle(self, topic: str, payload: object) -> None:
         """Act on one incoming command message; malformed ones are logged, counted and dropped."""
+        if topic not in self.topics:
+            # Only a misbehaving broker delivers these; never treat them as commands.
+            self.counters["foreign_topic"] += 1
+            logger.debug("%s: ignored message on unsubscribed topic %s", self.device_id, topic)
+            return
         self.counters["messages"] += 1
         if isinstance(payload, str):
             payload = payload.encode()
@@ -380,7 +397,7 @@ class Speaker:
                 self._downloading.discard(occurrence)
             delay = (command.start_at - _now()).total_seconds()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay + START_SLACK_S)
             await self._acquire(command)
             try:
                 await self._play(command, path)
