@@ -1,0 +1,92 @@
+"""The ingestor survives anything a speaker (or an intruder) publishes, over a real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from sqlalchemy import select
+
+from core.db import session_scope
+from core.models import Region, RegionLevel
+from devices import protocol
+from devices import service as device_service
+from devices.ingest import ReportIngestor
+from devices.models import Delivery, Device
+from devices.transport import MqttLink, parse_broker_url
+
+OCC = 42
+
+
+def _publisher(url: str) -> mqtt.Client:
+    host, port, _, _ = parse_broker_url(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
+                         protocol=MQTTProtocolVersion.MQTTv311)  # fmt: skip
+    client.connect(host, port)
+    client.loop_start()
+    return client
+
+
+def _wait(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def ingestor(broker_url, session_factory):
+    with session_scope(session_factory) as s:
+        s.add(Region(code="341225100201", name="张庄村", level=RegionLevel.village))
+        s.flush()
+        for dev in ("sp-a", "sp-b"):
+            device_service.register(session=s, device_id=dev, name=dev, area_code="341225100201")
+        device_service.snapshot_deliveries(session=s, occurrence_id=OCC, devices=s.scalars(select(Device)).all())
+    link = MqttLink(broker_url, client_id=f"ingest-{uuid.uuid4().hex[:8]}")
+    link.connect()
+    ing = ReportIngestor(link=link, session_factory=session_factory)
+    ing.start()
+    time.sleep(0.3)  # let the SUBSCRIBE reach the broker
+    yield ing
+    ing.stop()
+    link.close()
+
+
+def _states(session_factory) -> dict[str, str]:
+    with session_factory() as s:
+        return {d.device_id: d.state for d in s.scalars(select(Delivery)).all()}
+
+
+def test_bad_messages_are_counted_and_good_ones_still_land(ingestor, broker_url, session_factory):
+    pub = _publisher(broker_url)
+    good = protocol.encode(protocol.Report(device_id="sp-a", occurrence_id=OCC, state="played", seconds_played=2))
+    forged = protocol.encode(protocol.Report(device_id="sp-b", occurrence_id=OCC, state="failed"))
+    bad = [
+        (protocol.device_topic("sp-a", "report"), b"not json"),
+        (protocol.device_topic("sp-a", "report"), b'{"device_id": "sp-a", "occurrence_id": "x", "state": "played"}'),
+        (protocol.device_topic("sp-a", "report"), b"{" + b" " * (protocol.MAX_REPORT_BYTES + 10) + b"}"),
+        (protocol.device_topic("sp-a", "report"), forged),  # sp-a claiming to speak for sp-b
+        (protocol.device_topic("sp-a", "online"), b"maybe"),
+        (protocol.device_topic("sp-a", "status"), b"[]"),
+        (protocol.device_topic("ghost", "report"), good.replace(b"sp-a", b"ghost")),
+    ]
+    for topic, payload in bad:
+        pub.publish(topic, payload, qos=1).wait_for_publish(5)
+    pub.publish(protocol.device_topic("sp-a", "report"), good, qos=1).wait_for_publish(5)
+    pub.publish(protocol.device_topic("sp-a", "online"), protocol.ONLINE, qos=1).wait_for_publish(5)
+
+    _wait(lambda: ingestor.counts["received"] >= len(bad) + 2)
+    assert ingestor.flush()
+    assert ingestor.counts["malformed"] == 6
+    assert ingestor.counts["unknown_device"] == 1
+    assert ingestor.counts["applied"] == 1
+    # the good report landed; the forged one did not touch sp-b
+    assert _states(session_factory) == {"sp-a": "played", "sp-b": "pending"}
+    with session_factory() as s:
+        assert s.get(Device, "sp-a").online is True
+    pub.loop_stop()
+    pub.disconnect()
