@@ -66,7 +66,9 @@ def test_malformed_broadcasts_are_refused_naming_the_field(server):
 def test_staff_are_confined_to_their_area(server):
     token = server.login(*STAFF)
     with server.client(token) as c:
-        r = c.post("/api/v1/broadcasts", json={"title": "通知", "text": "请注意。", "areas": ["341225000000"]})
+        r = c.post(
+            "/api/v1/broadcasts", json={"title": "通知", "text": "请注意。", "areas": ["341225000000"]}
+        )
         assert r.status_code == 403
         assert "outside your area" in r.json()["detail"]
         r = c.post("/api/v1/devices", json={"id": "x1", "name": "x", "area_code": LUCHENG})
@@ -82,6 +84,8 @@ def test_devices_filter_by_area_and_online(server):
         r = c.post("/api/v1/devices", json={"id": "bad", "name": "x", "area_code": "341225999999"})
         assert r.status_code == 422 and "unknown area" in r.text
         assert c.get("/api/v1/devices", params={"area": LUCHENG}).json()["total"] == 2
-        assert c.get("/api/v1/devices", params={"area": "341225000000", "online": "false"}).json()["total"] == 3
+        assert (
+            c.get("/api/v1/devices", params={"area": "341225000000", "online": "false"}).json()["total"] == 3
+        )
         assert c.get("/api/v1/devices", params={"online": "true"}).json()["total"] == 0
         assert c.get("/api/v1/devices", params={"limit": 0}).status_code == 422
