@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Migrations run at every start; their step-by-step log is noise at INFO.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return args.func(args)
 
 
