@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -15,6 +14,7 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel, User
 from core.settings import Settings
+from devices import commands as device_commands
 from devices import protocol
 from devices import reach as reach_stats
 from devices import service as device_service
@@ -176,12 +176,6 @@ def reach(*, session: Session, broadcast: Broadcast, level: str | None = None) -
 # ------------------------------------------------------------------ dispatch and close
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    topic: str
-    payload: bytes
-
-
 def plan_topics(*, area_codes: Sequence[str], devices: Sequence[Device]) -> tuple[list[str], list[str]]:
     """The fewest area topics that cover the areas, and device ids not covered by them."""
     chosen: list[str] = []
@@ -236,15 +230,14 @@ def dispatch(
             priority=broadcast.priority.rank,
             volume=broadcast.volume,
         )
-        payload = protocol.encode(command)
-        outgoing = [Outgoing(protocol.area_command_topic(c), payload) for c in area_topics]
-        outgoing += [Outgoing(protocol.device_topic(d, "cmd"), payload) for d in device_ids]
+        payload = device_commands.encode_command(command)
+        topics = [protocol.area_command_topic(c) for c in area_topics]
+        topics += [protocol.device_topic(d, "cmd") for d in device_ids]
         occ.status = OccurrenceStatus.dispatched
         occ.dispatched_at = now
     # Deliveries are committed before the first command leaves, so no report can beat them.
     try:
-        for message in outgoing:
-            link.publish(message.topic, message.payload, qos=protocol.QOS_COMMAND)
+        device_commands.publish(link=link, topics=topics, payload=payload)
     except LinkError as exc:
         with session_scope(session_factory) as session:
             occ = session.get(Occurrence, occurrence_id)
@@ -252,7 +245,7 @@ def dispatch(
             occ.detail = str(exc)
         log.error("occurrence %s could not be sent: %s", occurrence_id, exc)
         return OccurrenceStatus.failed
-    log.info("occurrence %s dispatched to %d speakers over %d topics", occurrence_id, count, len(outgoing))
+    log.info("occurrence %s dispatched to %d speakers over %d topics", occurrence_id, count, len(topics))
     return OccurrenceStatus.dispatched
 
 
