@@ -11,12 +11,15 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
+from devices import protocol
+from devices.agent.speaker import parse_broker_url
 from devices.broker import EmbeddedBroker, start_embedded_broker
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -129,6 +132,15 @@ class MosquittoProcess:
         self.proc = None
 
 
+async def clear_retained(broker_url: str, device_ids: Iterable[str]) -> None:
+    """Delete these devices' retained `online` and `status`, so later tests on a shared broker see none."""
+    address = parse_broker_url(broker_url)
+    async with aiomqtt.Client(address.host, address.port, protocol=aiomqtt.ProtocolVersion.V311) as client:
+        for device_id in device_ids:
+            for leaf in ("online", "status"):
+                await client.publish(protocol.device_topic(device_id, leaf), b"", qos=1, retain=True)
+
+
 @pytest.fixture(scope="session")
 def embedded_broker_url() -> Iterator[str]:
     """URL of an embedded amqtt broker on a free 127.0.0.1 port, shared by the session."""
@@ -151,7 +163,11 @@ def mosquitto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(params=["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)])
 def broker_url(request: pytest.FixtureRequest) -> str:
-    """The URL of each real broker in turn; tests use unique device ids so sharing one is safe."""
+    """The URL of each real broker in turn, shared by the session.
+
+    Tests use unique device ids and delete the retained messages they leave (clear_retained), so
+    a test that subscribes to `cx/v1/dev/+/status` sees only its own devices.
+    """
     return request.getfixturevalue(_BROKER_FIXTURES[request.param])
 
 

@@ -8,11 +8,11 @@ import logging
 import random
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -50,6 +50,8 @@ REMEMBERED_OCCURRENCES = 10_000
 # Reports kept while disconnected; they are sent in order after reconnecting.
 OUTBOX_LIMIT = 1_000
 
+# How long to wait for cancelled tasks before cancelling them again (longer than the goodbye).
+CANCEL_RETRY_S = GOODBYE_TIMEOUT_S + 1.0
 # Added to the wait for start_at: the loop's timer may fire a hair early against the wall clock.
 START_SLACK_S = 0.005
 
@@ -98,6 +100,20 @@ def _now() -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait until they end, cancelling again if one swallowed it.
+
+    Python 3.11's asyncio.wait_for (used by aiomqtt for every acknowledgement) can lose a
+    cancellation that arrives just as the awaited PUBACK does.
+    """
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
+        pending = list(still)
 
 
 def _refused(granted: object) -> bool:
@@ -149,6 +165,7 @@ class Speaker:
         self.counters: Counter[str] = Counter()  # messages, malformed, duplicate, ignored, connects
         self.reports: list[Report] = []  # every report produced, in order
         self.outcomes: dict[int, Report] = {}  # final report per occurrence
+        self.on_final: Callable[[Report], None] | None = None  # called with each final report
         self._started = time.monotonic()
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._stopped_early: OrderedDict[int, None] = OrderedDict()
@@ -192,9 +209,7 @@ class Speaker:
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, RECONNECT_MAX_S)
         finally:
-            for task in list(self._tasks.values()) + list(self._background):
-                task.cancel()
-            await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
+            await cancel_and_wait([*self._tasks.values(), *self._background])
 
     def _client(self) -> aiomqtt.Client:
         online = protocol.device_topic(self.device_id, "online")
@@ -236,9 +251,7 @@ class Speaker:
                         self.handle(str(message.topic), message.payload)
                 finally:
                     self.ready.clear()
-                    for task in helpers:
-                        task.cancel()
-                    await asyncio.gather(*helpers, return_exceptions=True)
+                    await cancel_and_wait(helpers)
             except asyncio.CancelledError:
                 # A clean DISCONNECT suppresses the last will, so say goodbye ourselves.
                 with contextlib.suppress(Exception):
@@ -524,6 +537,8 @@ class Speaker:
         self.reports.append(report)
         if state in FINAL_STATES:
             self.outcomes[occurrence_id] = report
+            if self.on_final is not None:
+                self.on_final(report)
         logger.debug("%s: occurrence %s %s %s", self.device_id, occurrence_id, state, error or "")
         self._outbox.append((protocol.device_topic(self.device_id, "report"), protocol.encode(report)))
         self._outbox_ready.set()

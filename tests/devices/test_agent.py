@@ -23,7 +23,7 @@ from devices.agent.cache import AudioCache
 from devices.agent.players import CommandPlayer, Player
 from devices.agent.speaker import Speaker, parse_broker_url
 from devices.protocol import PlayCommand, Report, Status
-from tests.fixtures_mqtt import AudioServer
+from tests.fixtures_mqtt import AudioServer, clear_retained
 
 COUNTY = "341225000000"
 TOWNSHIP = "341225100000"
@@ -147,6 +147,7 @@ async def running(
             collector.cancel()
             await asyncio.gather(collector, return_exceptions=True)
             await cache.aclose()
+            await clear_retained(broker_url, [device_id])
 
 
 def test_plays_commands_from_each_level_of_its_area_chain(
@@ -406,6 +407,7 @@ def test_last_will_marks_a_killed_agent_offline(broker_url: str, tmp_path: Path)
     finally:
         agent.kill()
         agent.wait()
+        asyncio.run(clear_retained(broker_url, [device_id]))
 
 
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
