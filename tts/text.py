@@ -14,8 +14,8 @@ after 。！？；, falling back to ，、： and finally to a cut that does not
 number. It never cuts inside a character (it works on code points, and keeps combining marks
 with their base).
 
-The speech issue extends this module (numbers read as Chinese, abbreviations, SSML-free
-pauses); keep its tests table-driven.
+Numbers, dates, times, money and phone numbers are rewritten as spoken after this step, by
+`tts.reading.read_aloud`; keep the tests of both table-driven.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ DEFAULT_PIECE_CHARS = 200
 
 class TextError(ValueError):
     """The text cannot be spoken (empty, only punctuation, or too long)."""
+
+    field = "text"
 
 
 def prepare(text: str, *, max_chars: int | None = None) -> str:
