@@ -6,11 +6,15 @@ splits text, calls the engine per piece, and assembles the result.
 
 ``rate`` is engine-neutral: a percentage relative to the engine's normal speed (0 = normal,
 -20 = 20 % slower, as villagers often need). Each engine maps it to its own unit (espeak-ng
-words per minute; edge-tts ``"+0%"`` strings).
+words per minute; edge-tts ``"+0%"`` strings). ``pitch`` is an offset in Hz (edge-tts
+``"+0Hz"``; espeak-ng maps it onto its 0..99 pitch scale). Volume is not an engine parameter:
+the assembled announcement is loudness-normalised, so volume is applied there (`tts.audio`).
 
-Adding an engine (e.g. ``edge``): write a class with the `Engine` shape and a
-``from_settings(settings)`` classmethod, then ``register_engine("edge", EdgeEngine.from_settings)``.
-Callers only ever use `get_engine(name, settings)`.
+Built in: ``edge`` (tts/edge.py, online) and ``espeak`` (here, offline). Adding an engine (e.g. a
+local neural model): write a class with the `Engine` shape and a ``from_settings(settings)``
+classmethod, call ``register_engine("name", Cls.from_settings)``, and list its voices with
+`tts.voices.register_voices`. Callers only ever use `get_engine(name, settings)`; the fallback
+chain (`tts.service`) treats every engine alike.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 RATE_MIN = -50
 RATE_MAX = 100
+PITCH_MIN = -50
+PITCH_MAX = 50
 
 # espeak-ng renders 500 Chinese characters in ~0.2 s; a piece that takes this long is stuck.
 ESPEAK_TIMEOUT_S = 60.0
@@ -55,14 +61,18 @@ class Engine(Protocol):
     max_piece_chars: int
 
     def available(self) -> bool:
-        """Whether the engine can be used right now (binary present, service configured)."""
+        """Whether the engine can be used right now (binary present, service reachable)."""
         ...
 
-    def cache_params(self, *, voice: str, rate: int) -> dict[str, Any]:
+    def unavailable_reason(self) -> str:
+        """Why `available` is False, in words an operator can act on."""
+        ...
+
+    def cache_params(self, *, voice: str, rate: int, pitch: int = 0) -> dict[str, Any]:
         """Everything besides the text that decides the audio; part of the asset's cache key."""
         ...
 
-    async def synthesize(self, text: str, *, voice: str, rate: int, out_dir: Path) -> Path:
+    async def synthesize(self, text: str, *, voice: str, rate: int, out_dir: Path, pitch: int = 0) -> Path:
         """Speak text into a new audio file inside out_dir and return its path."""
         ...
 
@@ -72,6 +82,15 @@ def check_rate(rate: int) -> int:
     if isinstance(rate, bool) or not isinstance(rate, int) or not RATE_MIN <= rate <= RATE_MAX:
         raise ValueError(f"rate must be an integer percentage from {RATE_MIN} to {RATE_MAX}, not {rate!r}")
     return rate
+
+
+def check_pitch(pitch: int) -> int:
+    """Return pitch if it is an allowed offset in Hz, else raise ValueError."""
+    if isinstance(pitch, bool) or not isinstance(pitch, int) or not PITCH_MIN <= pitch <= PITCH_MAX:
+        raise ValueError(
+            f"pitch must be an integer offset in Hz from {PITCH_MIN} to {PITCH_MAX}, not {pitch!r}"
+        )
+    return pitch
 
 
 class EspeakEngine:
@@ -92,14 +111,25 @@ class EspeakEngine:
     def available(self) -> bool:
         return shutil.which(ESPEAK_BINARY) is not None
 
+    def unavailable_reason(self) -> str:
+        return f"espeak-ng: `{ESPEAK_BINARY}` not found on PATH; install it (apt install espeak-ng)"
+
     def wpm(self, rate: int) -> int:
         """espeak-ng words per minute for a rate percentage (espeak accepts 80..450)."""
         return max(80, min(450, round(self.speed_wpm * (100 + check_rate(rate)) / 100)))
 
-    def cache_params(self, *, voice: str, rate: int) -> dict[str, Any]:
-        return {"engine": self.name, "voice": voice, "wpm": self.wpm(rate)}
+    @staticmethod
+    def espeak_pitch(pitch: int) -> int:
+        """espeak-ng pitch (0..99, normal 50) for an offset in Hz."""
+        return max(0, min(99, 50 + check_pitch(pitch)))
 
-    async def synthesize(self, text: str, *, voice: str, rate: int, out_dir: Path) -> Path:
+    def cache_params(self, *, voice: str, rate: int, pitch: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"engine": self.name, "voice": voice, "wpm": self.wpm(rate)}
+        if pitch:  # keys of assets made before pitch existed stay valid
+            params["pitch"] = self.espeak_pitch(pitch)
+        return params
+
+    async def synthesize(self, text: str, *, voice: str, rate: int, out_dir: Path, pitch: int = 0) -> Path:
         if not _VOICE_NAME.fullmatch(voice):
             raise EngineError(f"espeak-ng: invalid voice name {voice!r}")
         binary = shutil.which(ESPEAK_BINARY)
@@ -111,7 +141,8 @@ class EspeakEngine:
         fd, name = tempfile.mkstemp(prefix="espeak-", suffix=".wav", dir=out_dir)
         os.close(fd)  # espeak-ng rewrites the file; only the unique name is wanted
         out = Path(name)
-        args = [binary, "-v", voice, "-s", str(self.wpm(rate)), "-b", "1", "--stdin", "-w", str(out)]
+        args = [binary, "-v", voice, "-s", str(self.wpm(rate)), "-p", str(self.espeak_pitch(pitch))]
+        args += ["-b", "1", "--stdin", "-w", str(out)]
         timeout = self.timeout_s if self.timeout_s is not None else ESPEAK_TIMEOUT_S
         try:
             try:
@@ -172,13 +203,21 @@ def register_engine(name: str, factory: EngineFactory) -> None:
     _REGISTRY[name] = factory
 
 
+def _load_builtin() -> None:
+    # tts.edge registers itself on import; imported here, not at the top, because it builds on
+    # this module.
+    import tts.edge  # noqa: F401
+
+
 def engine_names() -> list[str]:
     """Names of the registered engines."""
+    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_engine(name: str | None, settings: Settings) -> Engine:
     """Build the named engine (settings.tts.engine when None); EngineError if there is no such engine."""
+    _load_builtin()
     name = name or settings.tts.engine
     factory = _REGISTRY.get(name)
     if factory is None:
