@@ -47,7 +47,35 @@ class MqttSettings(_Section):
 
 
 class TtsSettings(_Section):
-    engine: str = Field(default="espeak", description="Default engine name.")
+    engine: str = Field(
+        default="edge",
+        description="Engine used when a request names no voice: `edge` (online neural voices) or "
+        "`espeak` (espeak-ng, offline).",
+    )
+    fallback: list[str] = Field(
+        default_factory=lambda: ["espeak"],
+        description="Engines tried in order when the requested one fails or is unreachable "
+        '(env: JSON list, e.g. \'["espeak"]\'; `[]` disables fallback).',
+    )
+    edge_voice: str = Field(default="zh-CN-XiaoxiaoNeural", description="Default edge-tts voice.")
+    edge_timeout_s: float = Field(
+        default=45.0,
+        gt=0,
+        description="Longest one edge-tts request (one piece of up to 800 characters) may take, "
+        "stalls included, before it counts as failed.",
+    )
+    edge_retries: int = Field(
+        default=2, ge=0, le=5, description="Retries of an edge-tts request answered 403, 429 or 5xx."
+    )
+    edge_concurrency: int = Field(
+        default=4, ge=1, le=32, description="Most edge-tts connections open at once in this process."
+    )
+    voices_refresh_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="How long the edge voice list fetched from the service is kept before it is "
+        "fetched again.",
+    )
     espeak_voice: str = Field(default="cmn", description="espeak-ng voice for Mandarin.")
     espeak_speed: int = Field(default=150, ge=80, le=450, description="espeak-ng words per minute.")
     max_chars: int = Field(default=5000, ge=1, description="Longest notice text accepted.")
@@ -56,6 +84,28 @@ class TtsSettings(_Section):
 class AudioSettings(_Section):
     bitrate: str = Field(default="64k", description="MP3 bitrate of produced assets.")
     sample_rate: int = Field(default=24000, description="Sample rate of produced assets (Hz).")
+    loudness_lufs: float = Field(
+        default=-18.0,
+        ge=-40.0,
+        le=-5.0,
+        description="Integrated loudness (EBU R128, LUFS) speech and uploads are normalised to.",
+    )
+    peak_db: float = Field(
+        default=-1.0, ge=-12.0, le=0.0, description="Sample peak ceiling (dBFS) after normalisation."
+    )
+    lead_in_ms: int = Field(
+        default=500,
+        ge=0,
+        le=10000,
+        description="Silence before the first sound, so amplifiers that wake on signal are ready.",
+    )
+    repeat_gap_ms: int = Field(
+        default=2000, ge=0, le=30000, description="Silence between repeated readings of a notice."
+    )
+    max_upload_mb: int = Field(default=50, ge=1, description="Largest recorded audio file accepted.")
+    max_upload_s: int = Field(
+        default=3600, ge=1, description="Longest recorded audio accepted (seconds)."
+    )
 
 
 class SchedulerSettings(_Section):
@@ -74,6 +124,23 @@ class SchedulerSettings(_Section):
         ge=0,
         description="A dispatch that runs more than this many seconds after start_at is not sent; "
         "the occurrence is marked missed.",
+    )
+    horizon_hours: float = Field(
+        default=48.0,
+        gt=0,
+        le=24 * 31,
+        description="Recurring broadcasts are expanded into occurrences this far ahead (a rolling "
+        "horizon); later airings are computed from the rule when asked for.",
+    )
+    quiet_start: str = Field(
+        default="22:00",
+        pattern=r"^\d{2}:\d{2}$",
+        description="Default start of quiet hours (local HH:MM); areas may set their own.",
+    )
+    quiet_end: str = Field(
+        default="06:00",
+        pattern=r"^\d{2}:\d{2}$",
+        description="Default end of quiet hours (local HH:MM); equal to quiet_start means none.",
     )
 
 

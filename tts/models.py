@@ -22,7 +22,15 @@ class AudioAsset(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[int] = mapped_column(Integer)
     mime_type: Mapped[str] = mapped_column(String(32), default="audio/mpeg")
+    # The engine and voice that produced the audio ("upload" for a recording) ...
     engine: Mapped[str] = mapped_column(String(32))
     voice: Mapped[str] = mapped_column(String(64))
+    # ... and the engine that was asked for, with why it did not produce it (None: it did).
+    requested_engine: Mapped[str | None] = mapped_column(String(32))
+    fallback_reason: Mapped[str | None] = mapped_column(Text)
+    # Prosody asked for: rate and volume in percent (-20 = 20 % slower/quieter), pitch in Hz.
+    rate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    volume: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pitch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,11 +1,11 @@
-"""Speech synthesis verbs: text in, a stored, cached `AudioAsset` out.
+"""Speech synthesis verbs: text (or a recording) in, a stored, cached `AudioAsset` out.
 
 How to call it
 --------------
 - From async code (APScheduler jobs, async routes): ``await synthesize(session=..., settings=..., text=...)``.
-  The engine runs as an asyncio subprocess and the CPU-bound assembly runs in a worker thread,
-  so the event loop stays responsive; the database work is a few indexed statements on the
-  (sync) session, done on the loop thread.
+  The engines run as asyncio subprocesses / websocket clients and the CPU-bound assembly runs in a
+  worker thread, so the event loop stays responsive; the database work is a few indexed statements
+  on the (sync) session, done on the loop thread.
 - From sync code (FastAPI ``def`` routes, which run in a threadpool; the CLI):
   ``synthesize_sync(session=..., settings=..., text=...)``. It runs the same async core with
   ``asyncio.run`` in the calling thread, so it must not be called from a thread that is already
@@ -16,14 +16,26 @@ in a SAVEPOINT (so losing a race rolls back nothing of the caller's) and then th
 committed: the row must be visible to other requests as soon as its file is in the store.
 A cache hit does not commit.
 
+Engines and fallback
+--------------------
+The voice decides the engine (`tts.voices`); with no voice, ``settings.tts.engine`` and its default
+voice. The chain is that engine, then ``settings.tts.fallback`` in order (default: edge, then
+espeak), each with its closest voice. An engine that is unavailable (espeak-ng missing, edge in its
+cooldown after a failure) is skipped; one that fails is recorded and the next is tried. The asset
+records the engine that produced it, the one requested, and why the ones before it failed; when
+every engine fails, `SynthesisFailed` carries all the reasons and nothing is stored.
+
 Caching
 -------
-``cache_key`` = SHA-256 of a canonical JSON of what decides the audio: the prepared text, the
-engine's parameters (name, voice, effective speed), the assembly parameters, the piece length
-and `CACHE_VERSION`. An asset whose key matches and whose file is present is returned without
-synthesis. Two identical requests racing both synthesise; the unique ``cache_key`` lets exactly
-one row in and the other call returns that row (its own file is removed if nothing uses it).
-Bump `CACHE_VERSION` when text preparation or assembly changes in a way the parameters do not show.
+``cache_key`` = SHA-256 of a canonical JSON of what decides the audio: the spoken text (after
+`tts.text.prepare` and `tts.reading.read_aloud`), the engine's parameters (name, voice, effective
+speed, pitch), the assembly parameters (bitrate, loudness target, volume, repeat, chimes, ...), the
+piece length and `CACHE_VERSION`. It is computed per engine of the chain: the requested engine's
+asset is looked up first; a fallback's asset is returned only after the requested engine failed.
+An asset whose key matches and whose file is present is returned without synthesis. Two identical
+requests racing both synthesise; the unique ``cache_key`` lets exactly one row in and the other
+call returns that row (its own file is removed if nothing uses it). Bump `CACHE_VERSION` when
+text preparation or assembly changes in a way the parameters do not show.
 """
 
 from __future__ import annotations
@@ -34,26 +46,36 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.clock import utcnow
 from core.settings import Settings
-from tts import audio, store
+from tts import audio, store, voices
 from tts import text as text_prep
-from tts.engines import Engine, check_rate, get_engine
+from tts.engines import Engine, EngineError, check_pitch, check_rate, get_engine
+from tts.exceptions import SpeechInputError, SynthesisFailed
 from tts.models import AudioAsset
+from tts.reading import read_aloud
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MIME_TYPE = "audio/mpeg"
+UPLOAD_ENGINE = "upload"
 # Pieces synthesised at once: espeak-ng is one process per piece (2 cores here); the online
-# engine must stay well below the service's rate limits.
+# engine also holds a process-wide connection slot (tts.edge).
 ENGINE_CONCURRENCY = 2
+# The ID3 title: the start of the notice.
+TITLE_CHARS = 40
+# Staging files older than this are leftovers of a crashed process, not work in progress.
+STALE_STAGING = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -62,19 +84,65 @@ class SynthesisResult:
     # True when no synthesis was needed: the asset existed (or a concurrent identical request made it).
     cached: bool
     path: Path
+    # Why engines before the one that made this audio were not used, for this request (None: none).
+    fallback_reason: str | None = None
 
 
-def cache_key(*, prepared_text: str, engine: Engine, voice: str, rate: int, settings: Settings) -> str:
+def cache_key(
+    *,
+    prepared_text: str,
+    engine: Engine,
+    voice: str,
+    rate: int,
+    settings: Settings,
+    pitch: int = 0,
+    params: audio.AssemblyParams | None = None,
+) -> str:
     """Return the cache key of a request: SHA-256 of a canonical JSON of what decides the audio."""
-    payload = {
-        "version": CACHE_VERSION,
-        "text": prepared_text,
-        "engine": engine.cache_params(voice=voice, rate=rate),
-        "piece_chars": engine.max_piece_chars,
-        "assembly": audio.AssemblyParams.from_settings(settings.audio).as_dict(),
-    }
-    canonical = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    params = params or audio.AssemblyParams.from_settings(settings.audio)
+    return _digest(
+        {
+            "text": prepared_text,
+            "engine": engine.cache_params(voice=voice, rate=rate, pitch=pitch),
+            "piece_chars": engine.max_piece_chars,
+            "assembly": params.as_dict(),
+        }
+    )
+
+
+def _digest(payload: dict) -> str:
+    canonical = json.dumps(
+        {"version": CACHE_VERSION, **payload}, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def plan(
+    *, settings: Settings, voice: str | None = None, engine: str | None = None
+) -> list[tuple[Engine, str]]:
+    """The engines to try, in order, each with the voice to ask it for; SpeechInputError for a bad voice."""
+    if voice:
+        found = voices.find(voice, settings)
+        if found is None:
+            if engine is None:
+                raise SpeechInputError("voice", f"unknown voice {voice!r}; the list is at GET /api/v1/voices")
+            found = voices.Voice(id=voice, engine=engine, locale="zh-CN", gender="", dialect="", name=voice)
+        if engine is not None and engine != found.engine:
+            raise SpeechInputError(
+                "voice", f"voice {voice!r} belongs to engine {found.engine!r}, not {engine!r}"
+            )
+        first = get_engine(found.engine, settings)
+        chosen = found
+    else:
+        first = get_engine(engine, settings)
+        chosen = voices.find(first.default_voice, settings) or voices.Voice(
+            id=first.default_voice, engine=first.name, locale="zh-CN", gender="", dialect="", name=""
+        )
+    chain = [(first, chosen.id)]
+    for name in settings.tts.fallback:
+        if name != first.name and all(e.name != name for e, _ in chain):
+            chain.append((get_engine(name, settings), voices.counterpart(chosen, name, settings)))
+    return chain
 
 
 async def synthesize(
@@ -85,75 +153,176 @@ async def synthesize(
     voice: str | None = None,
     engine: str | None = None,
     rate: int = 0,
+    pitch: int = 0,
+    volume: int = 0,
+    repeat: int = 1,
+    chime: bool = False,
+    closing_chime: bool = False,
 ) -> SynthesisResult:
-    """Return the asset speaking text: from the cache, or synthesised, stored and recorded now."""
+    """Return the asset speaking text: from the cache, or synthesised (with fallback), stored and recorded."""
     prepared = text_prep.prepare(text, max_chars=settings.tts.max_chars)
-    speech_engine = get_engine(engine, settings)
-    voice = voice or speech_engine.default_voice
-    check_rate(rate)
-    key = cache_key(prepared_text=prepared, engine=speech_engine, voice=voice, rate=rate, settings=settings)
+    spoken = read_aloud(prepared)
+    _check("rate", check_rate, rate)
+    _check("pitch", check_pitch, pitch)
+    try:
+        params = audio.AssemblyParams.from_settings(
+            settings.audio,
+            volume=volume,
+            repeat=repeat,
+            chime=chime,
+            closing_chime=closing_chime,
+            title=_title(prepared),
+        )
+    except ValueError as exc:
+        raise SpeechInputError("volume" if "volume" in str(exc) else "repeat", str(exc)) from None
+    chain = plan(settings=settings, voice=voice, engine=engine)
     audio_dir = settings.audio_dir
+    failures: list[tuple[str, str]] = []
 
+    for speech_engine, engine_voice in chain:
+        key = cache_key(
+            prepared_text=spoken, engine=speech_engine, voice=engine_voice, rate=rate, pitch=pitch,
+            settings=settings, params=params,
+        )  # fmt: skip
+        reason = "; ".join(f"{name}: {why}" for name, why in failures) or None
+        existing = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one_or_none()
+        if existing is not None and store.exists(audio_dir, existing.sha256):
+            logger.debug("cache hit %s -> asset %s", key, existing.id)
+            return SynthesisResult(
+                existing, cached=True, path=store.path_for(audio_dir, existing.sha256), fallback_reason=reason
+            )
+        if not speech_engine.available():
+            failures.append((speech_engine.name, speech_engine.unavailable_reason()))
+            continue
+
+        started = time.perf_counter()
+        pieces = text_prep.split(spoken, max_chars=speech_engine.max_piece_chars)
+        with tempfile.TemporaryDirectory(prefix="cunxiang-tts-") as work:
+            try:
+                files = await _speak_pieces(
+                    speech_engine, pieces, voice=engine_voice, rate=rate, pitch=pitch, out_dir=Path(work)
+                )
+            except EngineError as exc:
+                logger.warning("%s failed, trying the next engine: %s", speech_engine.name, exc)
+                failures.append((speech_engine.name, str(exc)))
+                continue
+            stored, duration_ms = await asyncio.to_thread(_assemble_and_store, files, audio_dir, params)
+        logger.info(
+            "synthesised %s chars in %s pieces with %s/%s: %s ms of audio, %s bytes, in %.2f s%s",
+            len(prepared), len(pieces), speech_engine.name, engine_voice, duration_ms, stored.size_bytes,
+            time.perf_counter() - started, f" (fallback: {reason})" if reason else "",
+        )  # fmt: skip
+        asset = existing or AudioAsset(cache_key=key, mime_type=MIME_TYPE)
+        asset.engine, asset.voice, asset.text = speech_engine.name, engine_voice, prepared
+        asset.requested_engine, asset.fallback_reason = chain[0][0].name, reason
+        asset.rate, asset.volume, asset.pitch = rate, volume, pitch
+        return _record(
+            session=session, settings=settings, asset=asset, stored=stored, duration_ms=duration_ms
+        )
+
+    raise SynthesisFailed(failures)
+
+
+async def store_recording(
+    *,
+    session: Session,
+    settings: Settings,
+    path: Path,
+    title: str = "",
+    volume: int = 0,
+    repeat: int = 1,
+    chime: bool = False,
+    closing_chime: bool = False,
+) -> SynthesisResult:
+    """Validate a recorded MP3/WAV/M4A (audio.NotAudio if it is not one) and store it normalised."""
+    max_s = settings.audio.max_upload_s
+    probe = await asyncio.to_thread(audio.probe_upload, path, max_seconds=max_s)
+    try:
+        params = audio.AssemblyParams.from_settings(
+            settings.audio, volume=volume, repeat=repeat, chime=chime, closing_chime=closing_chime,
+            title=title[:TITLE_CHARS],
+        )  # fmt: skip
+    except ValueError as exc:
+        raise SpeechInputError("volume" if "volume" in str(exc) else "repeat", str(exc)) from None
+    key = _digest({"upload": store.sha256_file(path), "assembly": params.as_dict()})
+    audio_dir = settings.audio_dir
     existing = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one_or_none()
     if existing is not None and store.exists(audio_dir, existing.sha256):
-        logger.debug("cache hit %s -> asset %s", key, existing.id)
         return SynthesisResult(existing, cached=True, path=store.path_for(audio_dir, existing.sha256))
 
-    started = time.perf_counter()
-    pieces = text_prep.split(prepared, max_chars=speech_engine.max_piece_chars)
-    params = audio.AssemblyParams.from_settings(settings.audio)
-    with tempfile.TemporaryDirectory(prefix="cunxiang-tts-") as work:
-        files = await _speak_pieces(speech_engine, pieces, voice=voice, rate=rate, out_dir=Path(work))
-        stored, duration_ms = await asyncio.to_thread(_assemble_and_store, files, audio_dir, params)
-    logger.info(
-        "synthesised %s chars in %s pieces with %s/%s: %s ms of audio, %s bytes, in %.2f s",
-        len(prepared), len(pieces), speech_engine.name, voice, duration_ms, stored.size_bytes,
-        time.perf_counter() - started,
-    )  # fmt: skip
+    def work() -> tuple[store.StoredFile, int]:
+        segment = audio.decode(path)
+        if audio.integrated_loudness(segment) is None:
+            raise audio.NotAudio("the recording is silent")
+        with store.staging(audio_dir) as staged:
+            duration_ms = audio.assemble_speech(segment, dest=staged, params=params)
+            return store.put(audio_dir, staged), duration_ms
 
-    if existing is not None:
-        # The row outlived its file (deleted by hand, restored backup): repair it in place.
-        _fill(existing, stored=stored, duration_ms=duration_ms)
-        session.commit()
-        return SynthesisResult(existing, cached=False, path=stored.path)
+    stored, duration_ms = await asyncio.to_thread(work)
+    asset = existing or AudioAsset(cache_key=key, mime_type=MIME_TYPE)
+    asset.engine, asset.voice, asset.text = UPLOAD_ENGINE, probe.kind, title or None
+    asset.requested_engine, asset.volume = UPLOAD_ENGINE, volume
+    logger.info("stored %s recording (%.1f s) as %s ms asset", probe.kind, probe.duration_s, duration_ms)
+    return _record(session=session, settings=settings, asset=asset, stored=stored, duration_ms=duration_ms)
 
-    asset = AudioAsset(
-        cache_key=key, engine=speech_engine.name, voice=voice, text=prepared, mime_type=MIME_TYPE
-    )
+
+def _record(
+    *, session: Session, settings: Settings, asset: AudioAsset, stored: store.StoredFile, duration_ms: int
+) -> SynthesisResult:
+    """Insert (or repair) the asset row for a file just stored; resolve a race with an identical request."""
+    audio_dir = settings.audio_dir
     _fill(asset, stored=stored, duration_ms=duration_ms)
+    if asset.id is not None:
+        # The row outlived its file (deleted by hand, restored backup): repaired in place.
+        session.commit()
+        return SynthesisResult(asset, cached=False, path=stored.path, fallback_reason=asset.fallback_reason)
     try:
         with session.begin_nested():
             session.add(asset)
     except IntegrityError:
-        winner = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one()
+        winner = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == asset.cache_key)).one()
         logger.info("asset %s was stored by a concurrent identical request", winner.id)
         if winner.sha256 != stored.sha256 and get_by_sha256(session=session, sha256=stored.sha256) is None:
             store.remove(audio_dir, stored.sha256)
         session.commit()
-        return SynthesisResult(winner, cached=True, path=store.path_for(audio_dir, winner.sha256))
+        return SynthesisResult(
+            winner, cached=True, path=store.path_for(audio_dir, winner.sha256),
+            fallback_reason=asset.fallback_reason,
+        )  # fmt: skip
     session.commit()
-    return SynthesisResult(asset, cached=False, path=stored.path)
+    return SynthesisResult(asset, cached=False, path=stored.path, fallback_reason=asset.fallback_reason)
 
 
-def synthesize_sync(
-    *,
-    session: Session,
-    settings: Settings,
-    text: str,
-    voice: str | None = None,
-    engine: str | None = None,
-    rate: int = 0,
-) -> SynthesisResult:
-    """Blocking `synthesize` for sync callers (threadpool routes, CLI); not for event-loop threads."""
+def _check(field: str, check, value: int) -> None:
+    try:
+        check(value)
+    except ValueError as exc:
+        raise SpeechInputError(field, str(exc)) from None
+
+
+def _title(prepared: str) -> str:
+    first = prepared.split("\n", 1)[0]
+    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
+
+
+def synthesize_sync(*, session: Session, settings: Settings, text: str, **options) -> SynthesisResult:
+    """Blocking `synthesize` (same options) for sync callers (threadpool routes, CLI); not in a loop."""
+    _not_in_loop("synthesize_sync", "synthesize")
+    return asyncio.run(synthesize(session=session, settings=settings, text=text, **options))
+
+
+def store_recording_sync(*, session: Session, settings: Settings, path: Path, **options) -> SynthesisResult:
+    """Blocking `store_recording` for sync callers; not for event-loop threads."""
+    _not_in_loop("store_recording_sync", "store_recording")
+    return asyncio.run(store_recording(session=session, settings=settings, path=path, **options))
+
+
+def _not_in_loop(name: str, instead: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
-    else:
-        raise RuntimeError("synthesize_sync() called from a running event loop; use `await synthesize(...)`")
-    return asyncio.run(
-        synthesize(session=session, settings=settings, text=text, voice=voice, engine=engine, rate=rate)
-    )
+        return
+    raise RuntimeError(f"{name}() called from a running event loop; use `await {instead}(...)`")
 
 
 def get_asset(*, session: Session, asset_id: int) -> AudioAsset | None:
@@ -174,13 +343,13 @@ def asset_path(*, settings: Settings, asset: AudioAsset) -> Path:
 
 
 async def _speak_pieces(
-    engine: Engine, pieces: list[str], *, voice: str, rate: int, out_dir: Path
+    engine: Engine, pieces: list[str], *, voice: str, rate: int, pitch: int, out_dir: Path
 ) -> list[Path]:
     limit = asyncio.Semaphore(ENGINE_CONCURRENCY)
 
     async def one(piece: str) -> Path:
         async with limit:
-            return await engine.synthesize(piece, voice=voice, rate=rate, out_dir=out_dir)
+            return await engine.synthesize(piece, voice=voice, rate=rate, pitch=pitch, out_dir=out_dir)
 
     # TaskGroup cancels (and so kills) the remaining pieces as soon as one fails; callers want
     # that failure, not a group of identical ones.
@@ -204,3 +373,65 @@ def _fill(asset: AudioAsset, *, stored: store.StoredFile, duration_ms: int) -> N
     asset.sha256 = stored.sha256
     asset.size_bytes = stored.size_bytes
     asset.duration_ms = duration_ms
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    assets_removed: int
+    files_removed: int
+    bytes_freed: int
+    # Unused assets younger than min_age, left for a broadcast that may still be created from them.
+    assets_kept_young: int
+
+
+def cleanup(
+    *,
+    session: Session,
+    settings: Settings,
+    referenced_ids: Collection[int],
+    min_age: timedelta = timedelta(days=1),
+    dry_run: bool = False,
+) -> CleanupReport:
+    """Delete assets not in referenced_ids (and older than min_age), and store files no asset names.
+
+    The caller passes every asset id still in use (broadcasts, playlists): tts knows nothing of them.
+    ``min_age`` protects a fresh preview that staff are about to schedule.
+    """
+    cutoff = utcnow() - min_age
+    referenced = set(referenced_ids)
+    assets = session.scalars(select(AudioAsset)).all()
+    unused = [a for a in assets if a.id not in referenced]
+    old_ids = {a.id for a in unused if _aware(a.created_at) <= cutoff}
+    keep = {a.sha256 for a in assets if a.id not in old_ids}  # files a surviving row still names
+    freed = {a.sha256 for a in assets if a.id in old_ids} - keep
+    if old_ids and not dry_run:
+        session.execute(delete(AudioAsset).where(AudioAsset.id.in_(old_ids)))
+        session.commit()
+
+    files = bytes_freed = 0
+    audio_dir = Path(settings.audio_dir)
+    now = time.time()
+    for path in sorted(audio_dir.glob(f"??/*{store.SUFFIX}")):
+        digest = path.stem
+        if not store.is_sha256(digest) or digest in keep:
+            continue
+        stat = path.stat()
+        if digest not in freed and now - stat.st_mtime < min_age.total_seconds():
+            continue  # no row yet: possibly being recorded right now
+        files += 1
+        bytes_freed += stat.st_size
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    for staged in audio_dir.glob(f"{store.STAGING_PREFIX}*"):
+        if not dry_run and now - staged.stat().st_mtime > STALE_STAGING.total_seconds():
+            staged.unlink(missing_ok=True)
+    report = CleanupReport(
+        assets_removed=len(old_ids), files_removed=files, bytes_freed=bytes_freed,
+        assets_kept_young=len(unused) - len(old_ids),
+    )  # fmt: skip
+    logger.info("audio cleanup%s: %s", " (dry run)" if dry_run else "", report)
+    return report
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
