@@ -31,7 +31,7 @@ def test_registry_builds_the_configured_engine() -> None:
 
 
 def test_unknown_engine_is_named_in_the_error() -> None:
-    with pytest.raises(EngineError, match=r"unknown speech engine 'nope'; known: espeak"):
+    with pytest.raises(EngineError, match=r"unknown speech engine 'nope'; known: edge, espeak"):
         get_engine("nope", Settings())
 
 

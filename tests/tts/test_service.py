@@ -213,7 +213,7 @@ def test_failing_encoder_leaves_no_half_written_file(
     db: Session, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_tmp: Path
 ) -> None:
     monkeypatch.setenv("PATH", path_with(tmp_path, "espeak-ng"))  # no ffmpeg, no ffprobe
-    with pytest.raises(audio.AudioError, match="MP3"):
+    with pytest.raises(audio.AudioError, match="ffmpeg"):
         service.synthesize_sync(session=db, settings=settings, text=NOTICE)
     assert files_in(settings.audio_dir) == []
     assert files_in(private_tmp) == []
