@@ -55,7 +55,7 @@ class TtsSettings(_Section):
     fallback: list[str] = Field(
         default_factory=lambda: ["espeak"],
         description="Engines tried in order when the requested one fails or is unreachable "
-        '(env: JSON list, e.g. \'["espeak"]\'; `[]` disables fallback).',
+        "(env: JSON list, e.g. '[\"espeak\"]'; `[]` disables fallback).",
     )
     edge_voice: str = Field(default="zh-CN-XiaoxiaoNeural", description="Default edge-tts voice.")
     edge_timeout_s: float = Field(
@@ -103,9 +103,7 @@ class AudioSettings(_Section):
         default=2000, ge=0, le=30000, description="Silence between repeated readings of a notice."
     )
     max_upload_mb: int = Field(default=50, ge=1, description="Largest recorded audio file accepted.")
-    max_upload_s: int = Field(
-        default=3600, ge=1, description="Longest recorded audio accepted (seconds)."
-    )
+    max_upload_s: int = Field(default=3600, ge=1, description="Longest recorded audio accepted (seconds).")
 
 
 class SchedulerSettings(_Section):
