@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routes import broadcasts, devices, regions, system
+from api.routes import broadcasts, devices, playlists, regions, schedule, system
 from api.services import Services
 from core.settings import Settings
 
@@ -34,6 +34,6 @@ def create_app(
         description="Broadcast scheduling for village loudspeaker networks.",
         lifespan=lifespan,
     )
-    for module in (system, regions, devices, broadcasts):
+    for module in (system, regions, devices, broadcasts, playlists, schedule):
         app.include_router(module.router)
     return app

@@ -18,3 +18,7 @@ class NotFound(LookupError):
 
 class Forbidden(PermissionError):
     """The user may not act on these areas."""
+
+
+class InvalidState(RuntimeError):
+    """The action does not fit the broadcast's state (e.g. approving a draft)."""

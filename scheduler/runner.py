@@ -1,16 +1,40 @@
-"""The one scheduler runner: APScheduler 3.x on the asyncio loop, jobs kept in the database."""
+"""The one scheduler runner: APScheduler 3.x on the asyncio loop, jobs kept in the database.
+
+Only near-term work is an APScheduler job: recurring broadcasts live in our own tables and are
+expanded into occurrences over a rolling horizon (`service.extend_horizon`); occurrences whose
+dispatch falls within `JOB_WINDOW` get a dispatch job and a close job. A planner tick every
+`PLAN_INTERVAL_S` rolls both forward. So start-up and memory grow with what airs soon, not with
+the number of broadcasts times their airings.
+
+Exactly one runner is active per database (`scheduler.lock`); another server process stands by
+and takes over when the lock frees. API routes call `schedule`/`unschedule` on whichever runner
+their process has; on a stand-by they do nothing and the active runner's next tick plans the work
+(a broadcast approved on a stand-by for less than a tick ahead may so start late or be missed).
+
+Misfires: jobs always run however late (`misfire_grace_time=None`); `service.dispatch` itself
+decides: within the occurrence's late-start window it airs (speakers start at once), after it the
+occurrence is `missed`. Airings that fell entirely while no runner was up are planned as `missed`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
+from core.clock import utcnow
+from core.db import session_scope
 from scheduler import runtime
 from scheduler import service as scheduler_service
+from scheduler.lock import RunnerLock
 from scheduler.models import Occurrence, OccurrenceStatus
 
 log = logging.getLogger(__name__)
@@ -22,6 +46,12 @@ CLOSE_JOB = "scheduler.jobs:close_occurrence"
 # (see service.dispatch and settings.scheduler.late_start_s), so nothing airs hours late
 # and nothing is silently dropped.
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+# Occurrences get APScheduler jobs once their dispatch is this close (must exceed PLAN_INTERVAL_S).
+JOB_WINDOW = timedelta(minutes=10)
+# The planner tick: extend the horizon, add jobs for occurrences entering the window.
+PLAN_INTERVAL_S = 60.0
+# A stand-by runner tries to take the lock this often.
+LOCK_RETRY_S = 10.0
 
 
 class SchedulerRunner:
@@ -29,54 +59,121 @@ class SchedulerRunner:
 
     def __init__(self, *, engine: Engine, rt: runtime.Runtime) -> None:
         self._rt = rt
+        self._lock = RunnerLock(engine)
         self._scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)},
+            jobstores={
+                "default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE),
+                "memory": MemoryJobStore(),  # the planner tick: recreated at every start
+            },
             job_defaults=JOB_DEFAULTS,
             timezone=rt.settings.scheduler.timezone,
         )
+        self._jobs: set[str] = set()
+        self._standby: asyncio.Task[None] | None = None
+        self.active = False
 
     @property
     def running(self) -> bool:
-        """True while the scheduler is started."""
+        """True while this process runs the scheduler (False on a stand-by)."""
         return self._scheduler.running
 
     def job_count(self) -> int:
         """Jobs waiting in the store."""
-        return len(self._scheduler.get_jobs())
+        return len(self._scheduler.get_jobs(jobstore="default"))
 
     def start(self) -> None:
-        """Install the runtime, start APScheduler and re-plan every open occurrence."""
+        """Take the runner lock and start, or stand by and keep trying."""
         runtime.install(self._rt)
+        if self._lock.acquire():
+            self._activate()
+            return
+        log.warning("another scheduler runner holds the %s; standing by", self._lock.describe())
+        self._standby = asyncio.get_running_loop().create_task(self._wait_for_lock())
+
+    async def _wait_for_lock(self) -> None:
+        while True:
+            await asyncio.sleep(LOCK_RETRY_S)
+            if await asyncio.to_thread(self._lock.acquire):
+                log.info("took over as the scheduler runner")
+                self._activate()
+                return
+
+    def _activate(self) -> None:
         self._scheduler.start()
+        self.active = True
+        planned = self.plan()
+        self._scheduler.add_job(
+            self._tick, trigger="interval", seconds=PLAN_INTERVAL_S, id="planner", jobstore="memory",
+            replace_existing=True,
+        )  # fmt: skip
+        log.info("scheduler started (%s); %d occurrences have jobs", self._lock.describe(), planned)
+
+    async def _tick(self) -> None:
+        occurrences = await asyncio.to_thread(self._collect)
+        self._add_jobs(occurrences)
+
+    def _collect(self) -> list[Occurrence]:
+        settings = self._rt.settings
+        with session_scope(self._rt.session_factory) as session:
+            scheduler_service.extend_horizon(session=session, settings=settings)
+        lead = timedelta(seconds=settings.scheduler.lead_time_s)
         with self._rt.session_factory() as session:
-            occurrences = scheduler_service.open_occurrences(session=session)
+            return scheduler_service.due_occurrences(session=session, until=utcnow() + lead + JOB_WINDOW)
+
+    def _add_jobs(self, occurrences: Iterable[Occurrence]) -> int:
+        self._jobs = {job.id for job in self._scheduler.get_jobs(jobstore="default")}
+        n = 0
         for occ in occurrences:
-            self.schedule(occ)
-        log.info("scheduler started; %d open occurrences planned", len(occurrences))
+            n += self.schedule(occ)
+        return n
+
+    def plan(self) -> int:
+        """Extend the horizon and give every occurrence due within the window its jobs, now."""
+        return self._add_jobs(self._collect())
 
     def shutdown(self) -> None:
         """Stop without waiting for running jobs (they are idempotent and re-run on restart)."""
+        if self._standby is not None:
+            self._standby.cancel()
+            self._standby = None
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        self.active = False
+        self._lock.release()
         runtime.install(None)
 
-    def schedule(self, occ: Occurrence) -> None:
-        """Plan the dispatch (lead time before start) and the close (at the deadline)."""
+    def schedule(self, occ: Occurrence) -> int:
+        """Plan the dispatch (lead time before start) and the close (at the deadline) if due soon."""
+        if not self.active:
+            return 0
         lead = timedelta(seconds=self._rt.settings.scheduler.lead_time_s)
-        if occ.status == OccurrenceStatus.scheduled:
+        dispatch_at = occ.start_at - lead
+        if occ.status == OccurrenceStatus.scheduled and dispatch_at > utcnow() + JOB_WINDOW:
+            return 0  # the planner tick adds it when it comes near
+        if occ.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched):
+            return 0
+        added = 0
+        if occ.status == OccurrenceStatus.scheduled and f"dispatch-{occ.id}" not in self._jobs:
             self._scheduler.add_job(
-                DISPATCH_JOB,
-                trigger="date",
-                run_date=occ.start_at - lead,
-                args=[occ.id],
-                id=f"dispatch-{occ.id}",
-                replace_existing=True,
-            )
-        self._scheduler.add_job(
-            CLOSE_JOB,
-            trigger="date",
-            run_date=occ.deadline_at,
-            args=[occ.id],
-            id=f"close-{occ.id}",
-            replace_existing=True,
-        )
+                DISPATCH_JOB, trigger="date", run_date=dispatch_at, args=[occ.id],
+                id=f"dispatch-{occ.id}", replace_existing=True,
+            )  # fmt: skip
+            self._jobs.add(f"dispatch-{occ.id}")
+            added = 1
+        if f"close-{occ.id}" not in self._jobs:
+            self._scheduler.add_job(
+                CLOSE_JOB, trigger="date", run_date=occ.deadline_at, args=[occ.id],
+                id=f"close-{occ.id}", replace_existing=True,
+            )  # fmt: skip
+            self._jobs.add(f"close-{occ.id}")
+        return added
+
+    def unschedule(self, occurrence_ids: Iterable[int]) -> None:
+        """Drop the dispatch jobs of cancelled occurrences (dispatch would skip them anyway)."""
+        if not self.active:
+            return
+        for occurrence_id in occurrence_ids:
+            job_id = f"dispatch-{occurrence_id}"
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(job_id, jobstore="default")
+            self._jobs.discard(job_id)

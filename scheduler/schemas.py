@@ -1,30 +1,64 @@
-"""Request and response shapes of the broadcast API."""
+"""Request and response shapes of the broadcast, schedule and approval API."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.models import BroadcastStatus, OccurrenceStatus, Priority
+from scheduler.recurrence import DEFAULT_TIMEZONE
+
+
+class RecurrenceIn(BaseModel):
+    """When a broadcast repeats: local wall-clock times in an IANA zone (see docs/scheduling.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    freq: Literal["once", "daily", "weekly", "monthly"] = Field(
+        default="daily", description="once (start_date only), daily, weekly (on weekdays), monthly."
+    )
+    times: list[str] = Field(min_length=1, max_length=48, description='Local times of day, "07:00".')
+    start_date: date = Field(description="First day (local).")
+    end_date: date | None = Field(default=None, description="Last day (local), inclusive; absent: open.")
+    interval: int = Field(default=1, ge=1, le=366, description="Every N days/weeks/months.")
+    weekdays: list[str] = Field(default_factory=list, description="mon..sun (daily/weekly).")
+    month_days: list[int] = Field(default_factory=list, description="1..31, or -1 = last day (monthly).")
+    except_dates: list[date] = Field(default_factory=list, description="Days it does not air.")
+    timezone: str = Field(default=DEFAULT_TIMEZONE, description="IANA zone of the times.")
 
 
 class BroadcastCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200, description="Short title for staff and villagers.")
-    text: str = Field(min_length=1, description="The notice, read out by the speech engine.")
+    text: str | None = Field(
+        default=None, min_length=1, description="A notice, read out by the speech engine."
+    )
+    playlist_id: int | None = Field(default=None, ge=1, description="Or a playlist, assembled into one file.")
     areas: list[str] = Field(default_factory=list, description="12-digit area codes; everything under them.")
     devices: list[str] = Field(default_factory=list, description="Extra speaker ids.")
     start_at: AwareDatetime | None = Field(
-        default=None, description="ISO 8601 with offset; absent means now plus the lead time."
+        default=None, description="One airing, ISO 8601 with offset; absent (and no recurrence): now."
     )
+    recurrence: RecurrenceIn | None = Field(default=None, description="Or a repeating schedule.")
     priority: Priority | None = Field(
         default=None,
         description="Absent means the level of the widest target area (county/township/village).",
     )
     volume: int | None = Field(default=None, ge=0, le=100, description="Speaker volume for this broadcast.")
     voice: str | None = Field(default=None, max_length=64, description="Voice id; absent means the default.")
+    rate: int = Field(default=0, ge=-50, le=100, description="Speech rate in percent (0 = normal).")
+    late_start_s: float | None = Field(
+        default=None, ge=0, le=3600, description="Latest start after the planned time; later is missed."
+    )
+    submit: bool = Field(
+        default=True,
+        description="Submit for approval at once (approved at once when you may approve it yourself and "
+        "it is not an emergency); false keeps a draft.",
+    )
+    comment: str | None = Field(default=None, max_length=2000, description="Note for the approver.")
 
     @field_validator("areas")
     @classmethod
@@ -36,10 +70,18 @@ class BroadcastCreate(BaseModel):
 
     @field_validator("text")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("text is empty")
         return value
+
+
+class Review(BaseModel):
+    """Body of submit, approve, reject and cancel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comment: str | None = Field(default=None, max_length=2000)
 
 
 class OccurrenceRead(BaseModel):
@@ -51,7 +93,30 @@ class OccurrenceRead(BaseModel):
     deadline_at: datetime
     status: OccurrenceStatus
     dispatched_at: datetime | None
+    asset_id: int | None = None
     detail: str | None
+
+
+class AuditRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    user_id: int | None
+    action: str
+    comment: str | None
+    detail: dict | None
+
+
+class ConflictRead(BaseModel):
+    broadcast_id: int
+    start: datetime
+    other_broadcast_id: int
+    other_title: str
+    other_priority: Priority
+    other_start: datetime
+    other_end: datetime
+    winner: int | None
+    outcome: str
 
 
 class BroadcastRead(BaseModel):
@@ -59,13 +124,66 @@ class BroadcastRead(BaseModel):
 
     id: int
     title: str
-    text: str
+    text: str | None
+    playlist_id: int | None
     priority: Priority
     status: BroadcastStatus
     target_areas: list[str]
     target_devices: list[str]
+    scope_code: str | None
     volume: int | None
-    asset_id: int
+    asset_id: int | None
+    start_at: datetime | None
+    recurrence: dict | None
+    late_start_s: float | None
     created_by: int | None
     created_at: datetime
-    occurrences: list[OccurrenceRead]
+    submitted_at: datetime | None
+    reviewed_by: int | None
+    reviewed_at: datetime | None
+    review_comment: str | None
+    occurrences: list[OccurrenceRead] = Field(
+        default_factory=list, description="Up to the first 20 planned; all at /occurrences."
+    )
+    next_airings: list[datetime] = Field(
+        default_factory=list, description="From the rule, beyond the horizon."
+    )
+    conflicts: list[ConflictRead] = Field(
+        default_factory=list, description="Filled when scheduling: overlaps on shared speakers."
+    )
+
+
+class AiringRead(BaseModel):
+    broadcast_id: int
+    occurrence_id: int | None = Field(description="None: projected from the rule, not planned yet.")
+    title: str
+    priority: Priority
+    start: datetime
+    end: datetime
+    areas: list[str]
+    status: str
+
+
+class ScheduleRead(BaseModel):
+    area: str
+    start: datetime
+    end: datetime
+    items: list[AiringRead]
+    conflicts: list[ConflictRead]
+
+
+class QuietHoursIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str | None = Field(default=None, pattern=r"^\d{2}:\d{2}$", description="HH:MM; null: inherit.")
+    end: str | None = Field(
+        default=None, pattern=r"^\d{2}:\d{2}$", description="HH:MM; equal to start: none."
+    )
+
+
+class QuietHoursRead(BaseModel):
+    area: str
+    start: str
+    end: str
+    own: bool = Field(description="False: inherited from `from_area` or the default.")
+    from_area: str

@@ -1,18 +1,37 @@
-"""Broadcasts: accept one, plan its occurrence, dispatch it to speakers, close it at its deadline."""
+"""Broadcasts: create, submit, approve, reject, cancel; plan occurrences; dispatch and close them.
+
+Lifecycle (every step is in the audit log, with who, when and comment):
+
+    draft -> submitted -> approved -> scheduled -> done
+                       -> rejected         \\-> cancelled (also from draft/submitted/approved)
+
+- The audio is fixed at submission (a notice synthesised, a playlist assembled into one file): an
+  approval covers exactly what will be heard, and editing a playlist later changes nothing that
+  was submitted.
+- Routine broadcasts need an approver (or admin) whose area holds the targets; when that person
+  submits, approval is immediate (recorded as such). Emergency broadcasts always need a second
+  person: the creator can never approve their own.
+- Quiet hours refuse routine airings at submission (listing the offending times) and again at air
+  time (the occurrence becomes `refused`).
+- Occurrences are planned when approved: a one-off gets its one occurrence, a recurring broadcast
+  those inside the rolling horizon (`extend_horizon` keeps it rolling).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import regions
 from core.clock import utcnow
 from core.db import session_scope
-from core.models import Region, RegionLevel, User
+from core.models import Region, RegionLevel, Role, User
 from core.settings import Settings
 from devices import commands as device_commands
 from devices import protocol
@@ -20,8 +39,11 @@ from devices import reach as reach_stats
 from devices import service as device_service
 from devices.models import Device
 from devices.transport import Link, LinkError
-from scheduler.exceptions import BroadcastError, Forbidden, NotFound
+from playlists import service as playlist_service
+from scheduler import audit, conflicts, quiet, recurrence
+from scheduler.exceptions import BroadcastError, Forbidden, InvalidState, NotFound
 from scheduler.models import (
+    OPEN_STATUSES,
     Broadcast,
     BroadcastStatus,
     Occurrence,
@@ -34,14 +56,31 @@ log = logging.getLogger(__name__)
 
 # A start_at this far in the past is refused as a mistake rather than aired late.
 PAST_TOLERANCE_S = 5.0
-# Broadcasts are planned at most this far ahead (the recurrence issue adds rolling horizons).
+# One-off broadcasts are planned at most this far ahead.
 MAX_AHEAD = timedelta(days=366)
+# Quiet-hour checks of a recurring rule cover its whole range, at most this far ahead.
+CHECK_AHEAD = timedelta(days=366)
+# Conflicts shown when scheduling cover this far ahead.
+CONFLICT_AHEAD = timedelta(days=14)
+# The schedule view covers at most this long a window per request.
+MAX_VIEW = timedelta(days=31)
+# Offending quiet-hour times spelled out in an error (the total is always given).
+MAX_LISTED = 20
+# The horizon is extended in steps this long, so most planner ticks change nothing.
+PLAN_STEP = timedelta(hours=12)
+# After a long outage, airings missed up to this long ago are still recorded as missed.
+MISSED_LOOKBACK = timedelta(days=7)
+AUDIT_TYPE = "broadcast"
 
 _LEVEL_PRIORITY = {
     RegionLevel.county: Priority.county,
     RegionLevel.township: Priority.township,
     RegionLevel.village: Priority.village,
 }
+APPROVER_ROLES = frozenset({Role.admin, Role.approver})
+
+
+# ------------------------------------------------------------------ scope
 
 
 def check_scope(*, user: User, area_codes: Sequence[str], devices: Sequence[Device]) -> None:
@@ -56,27 +95,139 @@ def check_scope(*, user: User, area_codes: Sequence[str], devices: Sequence[Devi
             raise Forbidden(f"device {device.id} is outside your area {user.area_code}")
 
 
+def scope_of(codes: Sequence[str]) -> str | None:
+    """The narrowest county, township or village code holding every code."""
+    codes = list(dict.fromkeys(codes))
+    if not codes:
+        return None
+    if len(codes) == 1:
+        return codes[0]
+    if len({c[:9] for c in codes}) == 1:
+        return codes[0][:9] + "000"
+    if len({c[:6] for c in codes}) == 1:
+        return codes[0][:6] + "000000"
+    return None  # several counties: only unbound users see it
+
+
+def can_see(*, user: User, broadcast: Broadcast) -> bool:
+    """A user bound to an area sees broadcasts whose targets all lie inside it."""
+    if user.area_code is None:
+        return True
+    return broadcast.scope_code is not None and regions.is_under(broadcast.scope_code, user.area_code)
+
+
+def approval_refusal(*, user: User, broadcast: Broadcast) -> str | None:
+    """Why this user may not approve this broadcast, or None when they may."""
+    if user.role not in APPROVER_ROLES:
+        return f"role {user.role} may not approve; needs approver or admin"
+    if user.area_code is not None and not can_see(user=user, broadcast=broadcast):
+        return f"the targets are outside your area {user.area_code}"
+    if broadcast.priority.is_emergency and broadcast.created_by == user.id:
+        return "an emergency broadcast needs a second person: its creator cannot approve it"
+    return None
+
+
+def _rule(broadcast: Broadcast) -> recurrence.Rule | None:
+    return recurrence.Rule.from_dict(broadcast.recurrence) if broadcast.recurrence else None
+
+
+def _zone(settings: Settings) -> ZoneInfo:
+    return ZoneInfo(settings.scheduler.timezone)
+
+
+def _late_start(broadcast: Broadcast, settings: Settings) -> timedelta:
+    seconds = broadcast.late_start_s
+    return timedelta(seconds=settings.scheduler.late_start_s if seconds is None else seconds)
+
+
+def _duration_ms(session: Session, broadcast: Broadcast) -> int:
+    if broadcast.asset_id is None:
+        return 0
+    asset = tts_service.get_asset(session=session, asset_id=broadcast.asset_id)
+    return asset.duration_ms if asset is not None else 0
+
+
+def _target_area_codes(session: Session, broadcast: Broadcast) -> list[str]:
+    codes = list(broadcast.target_areas or [])
+    if broadcast.target_devices:
+        codes += session.scalars(
+            select(Device.area_code).where(Device.id.in_(list(broadcast.target_devices)))
+        ).all()
+    return list(dict.fromkeys(codes))
+
+
+# ------------------------------------------------------------------ create and the approval flow
+
+
+def _instants(
+    *, broadcast: Broadcast, settings: Settings, now: datetime, rule: recurrence.Rule | None
+) -> list[datetime]:
+    """When the broadcast would air from now on (a recurring rule over its range, capped)."""
+    if rule is None:
+        return [broadcast.start_at or now + timedelta(seconds=settings.scheduler.lead_time_s)]
+    return recurrence.expand(rule, now, now + CHECK_AHEAD)
+
+
+def _check_quiet_hours(
+    *,
+    session: Session,
+    settings: Settings,
+    broadcast: Broadcast,
+    instants: Sequence[datetime],
+    duration_ms: int,
+) -> None:
+    """Raise BroadcastError listing the airings that fall into quiet hours (routine only)."""
+    if broadcast.priority.is_emergency:
+        return
+    windows = quiet.windows_for(
+        session=session, settings=settings, area_codes=_target_area_codes(session, broadcast)
+    )
+    length = timedelta(milliseconds=duration_ms)
+    zone = ZoneInfo(broadcast.recurrence["timezone"]) if broadcast.recurrence else _zone(settings)
+    hits = quiet.offending(windows=windows, airings=[(i, i + length) for i in instants], zone=zone)
+    if hits:
+        listed = ", ".join(
+            f"{recurrence.describe_local(i, zone.key)} (quiet {w.describe()})" for i, w in hits[:MAX_LISTED]
+        )
+        more = f" and {len(hits) - MAX_LISTED} more" if len(hits) > MAX_LISTED else ""
+        raise BroadcastError(
+            "recurrence" if broadcast.recurrence else "start_at",
+            f"{len(hits)} airing(s) fall in quiet hours, when only emergency broadcasts may air: "
+            f"{listed}{more}",
+        )
+
+
 def create_broadcast(
     *,
     session: Session,
     settings: Settings,
     user: User,
     title: str,
-    text: str,
     areas: Sequence[str],
+    text: str | None = None,
+    playlist_id: int | None = None,
     devices: Sequence[str] = (),
     start_at: datetime | None = None,
+    recurrence_spec: dict | None = None,
     priority: Priority | None = None,
     volume: int | None = None,
     voice: str | None = None,
+    rate: int = 0,
+    late_start_s: float | None = None,
+    submit: bool = True,
+    comment: str | None = None,
 ) -> Broadcast:
-    """Validate targets, synthesise the speech, and store the broadcast with its occurrence."""
+    """Validate, produce the audio and store a draft; with submit, submit it (and maybe approve it).
+
+    Everything that can be refused is checked before anything is written: a refused request leaves
+    at most cached audio behind.
+    """
     areas = list(dict.fromkeys(areas))
     devices = list(dict.fromkeys(devices))
     if not areas and not devices:
         raise BroadcastError("areas", "give at least one area code or device id")
-    regions = {r.code: r for r in session.scalars(select(Region).where(Region.code.in_(areas))).all()}
-    unknown = [code for code in areas if code not in regions]
+    known = {r.code: r for r in session.scalars(select(Region).where(Region.code.in_(areas))).all()}
+    unknown = [code for code in areas if code not in known]
     if unknown:
         raise BroadcastError("areas", f"unknown area code(s): {', '.join(unknown)}")
     found = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(devices))).all()}
@@ -85,7 +236,18 @@ def create_broadcast(
         raise BroadcastError("devices", f"unknown device id(s): {', '.join(missing)}")
     check_scope(user=user, area_codes=areas, devices=list(found.values()))
 
+    if (text is None) == (playlist_id is None):
+        raise BroadcastError("text", "give either `text` (a notice) or `playlist_id`, not both or neither")
+    playlist = None
+    if playlist_id is not None:
+        playlist = playlist_service.get(session=session, playlist_id=playlist_id)
+        if playlist is None or not playlist_service.visible_to(user=user, playlist=playlist):
+            raise BroadcastError("playlist_id", f"no playlist {playlist_id}")
+
     now = utcnow()
+    rule = None
+    if start_at is not None and recurrence_spec is not None:
+        raise BroadcastError("recurrence", "give `start_at` (one airing) or `recurrence`, not both")
     if start_at is not None:
         if start_at.tzinfo is None:
             raise BroadcastError("start_at", "give a time zone offset, e.g. 2026-12-01T07:00:00+08:00")
@@ -93,47 +255,260 @@ def create_broadcast(
             raise BroadcastError("start_at", f"{start_at.isoformat()} is in the past")
         if start_at > now + MAX_AHEAD:
             raise BroadcastError("start_at", "more than a year ahead")
+    if recurrence_spec is not None:
+        try:
+            rule = recurrence.Rule.from_dict(recurrence_spec)
+        except recurrence.RecurrenceError as exc:
+            raise BroadcastError(f"recurrence.{exc.field}", exc.message) from None
+        problems = recurrence.local_time_problems(rule)
+        if problems:
+            raise BroadcastError("recurrence.times", "; ".join(problems))
+        if not recurrence.expand(rule, now, now + CHECK_AHEAD):
+            raise BroadcastError("recurrence", "the rule has no airing in the coming year")
     if priority is None:
-        levels = [regions[c].level for c in areas] or [RegionLevel.village]
+        levels = [known[c].level for c in areas] or [RegionLevel.village]
         widest = min(levels, key=[RegionLevel.county, RegionLevel.township, RegionLevel.village].index)
         priority = _LEVEL_PRIORITY[widest]
-
-    synthesis = tts_service.synthesize_sync(session=session, settings=settings, text=text, voice=voice)
-    asset = synthesis.asset
-
-    if start_at is None:
-        # Now plus the lead time, measured after synthesis so speakers still get their lead.
-        start_at = utcnow() + timedelta(seconds=settings.scheduler.lead_time_s)
-    sched = settings.scheduler
-    expires_at = start_at + timedelta(seconds=sched.late_start_s)
-    deadline_at = expires_at + timedelta(milliseconds=asset.duration_ms, seconds=sched.report_grace_s)
-
+    target_codes = areas + [d.area_code for d in found.values()]
     broadcast = Broadcast(
         title=title,
         text=text,
+        playlist_id=playlist_id,
         priority=priority,
+        status=BroadcastStatus.draft,
         target_areas=areas,
         target_devices=devices,
+        scope_code=scope_of(target_codes),
         volume=volume,
-        asset_id=asset.id,
+        start_at=start_at,
+        recurrence=rule.as_dict() if rule else None,
+        late_start_s=late_start_s,
         created_by=user.id,
     )
-    broadcast.occurrences.append(
-        Occurrence(start_at=start_at, expires_at=expires_at, deadline_at=deadline_at)
-    )
+    if submit:  # before any audio is made: quiet hours by start times alone
+        _check_quiet_hours(
+            session=session, settings=settings, broadcast=broadcast,
+            instants=_instants(broadcast=broadcast, settings=settings, now=now, rule=rule), duration_ms=0,
+        )  # fmt: skip
+    # Synthesis commits the session (tts.service): nothing of the broadcast is in it yet.
+    if text is not None:
+        synthesis = tts_service.synthesize_sync(
+            session=session, settings=settings, text=text, voice=voice, rate=rate
+        )
+        broadcast.asset_id = synthesis.asset.id
+    elif submit:
+        broadcast.asset_id = playlist_service.assemble(
+            session=session, settings=settings, playlist=playlist
+        ).id
+    if submit:  # and again with the real length: an airing may run into quiet hours
+        _check_quiet_hours(
+            session=session, settings=settings, broadcast=broadcast,
+            instants=_instants(broadcast=broadcast, settings=settings, now=now, rule=rule),
+            duration_ms=_duration_ms(session, broadcast),
+        )  # fmt: skip
     session.add(broadcast)
     session.flush()
-    log.info(
-        "broadcast %s %r for %s at %s (%s, asset %s%s)",
-        broadcast.id,
-        title,
-        ",".join(areas + devices),
-        start_at.isoformat(),
-        priority,
-        asset.sha256[:12],
-        ", cached" if synthesis.cached else "",
-    )
+    audit.record(
+        session=session, user=user, action="created", object_type=AUDIT_TYPE, object_id=broadcast.id,
+        detail={"priority": str(priority), "areas": areas, "devices": devices,
+                "playlist_id": playlist_id, "recurrence": broadcast.recurrence},
+    )  # fmt: skip
+    log.info("broadcast %s %r created by %s (%s)", broadcast.id, title, user.username, priority)
+    if submit:
+        submit_broadcast(session=session, settings=settings, user=user, broadcast=broadcast, comment=comment)
     return broadcast
+
+
+def submit_broadcast(
+    *, session: Session, settings: Settings, user: User, broadcast: Broadcast, comment: str | None = None
+) -> Broadcast:
+    """Draft -> submitted (fixing the audio); approved at once when the submitter may approve it."""
+    if broadcast.status != BroadcastStatus.draft:
+        raise InvalidState(f"broadcast {broadcast.id} is {broadcast.status}; only a draft can be submitted")
+    if broadcast.created_by != user.id and user.role != Role.admin:
+        raise Forbidden("only its author (or an admin) submits a draft")
+    now = utcnow()
+    if broadcast.start_at is not None and broadcast.start_at < now - timedelta(seconds=PAST_TOLERANCE_S):
+        raise BroadcastError("start_at", f"{broadcast.start_at.isoformat()} has passed; change it first")
+    if broadcast.playlist_id is not None and broadcast.asset_id is None:
+        playlist = playlist_service.get(session=session, playlist_id=broadcast.playlist_id)
+        if playlist is None:
+            raise BroadcastError("playlist_id", f"playlist {broadcast.playlist_id} was deleted")
+        broadcast.asset_id = playlist_service.assemble(
+            session=session, settings=settings, playlist=playlist
+        ).id
+    _check_quiet_hours(
+        session=session, settings=settings, broadcast=broadcast,
+        instants=_instants(broadcast=broadcast, settings=settings, now=now, rule=_rule(broadcast)),
+        duration_ms=_duration_ms(session, broadcast),
+    )  # fmt: skip
+    broadcast.status = BroadcastStatus.submitted
+    broadcast.submitted_at = now
+    audit.record(
+        session=session, user=user, action="submitted", object_type=AUDIT_TYPE, object_id=broadcast.id,
+        comment=comment, detail={"asset_id": broadcast.asset_id},
+    )  # fmt: skip
+    if approval_refusal(user=user, broadcast=broadcast) is None:
+        approve_broadcast(
+            session=session, settings=settings, user=user, broadcast=broadcast,
+            comment="submitted by an approver for these areas", auto=True,
+        )  # fmt: skip
+    return broadcast
+
+
+def approve_broadcast(
+    *,
+    session: Session,
+    settings: Settings,
+    user: User,
+    broadcast: Broadcast,
+    comment: str | None = None,
+    auto: bool = False,
+) -> list[Occurrence]:
+    """Submitted -> approved -> scheduled; return the occurrences planned now."""
+    if broadcast.status != BroadcastStatus.submitted:
+        raise InvalidState(
+            f"broadcast {broadcast.id} is {broadcast.status}; only a submitted one is approved"
+        )
+    refusal = approval_refusal(user=user, broadcast=broadcast)
+    if refusal is not None:
+        raise Forbidden(refusal)
+    now = utcnow()
+    if broadcast.start_at is not None and broadcast.start_at + _late_start(broadcast, settings) < now:
+        raise InvalidState(
+            f"its start {broadcast.start_at.isoformat()} passed while it waited; reject it and submit anew"
+        )
+    broadcast.status = BroadcastStatus.approved
+    broadcast.reviewed_by, broadcast.reviewed_at, broadcast.review_comment = user.id, now, comment
+    planned = plan_occurrences(session=session, settings=settings, broadcast=broadcast, now=now)
+    broadcast.status = BroadcastStatus.scheduled
+    audit.record(
+        session=session, user=user, action="approved", object_type=AUDIT_TYPE, object_id=broadcast.id,
+        comment=comment, detail={"auto": auto, "occurrences_planned": len(planned)},
+    )  # fmt: skip
+    log.info(
+        "broadcast %s approved by %s%s; %d occurrences planned",
+        broadcast.id, user.username, " (own routine)" if auto else "", len(planned),
+    )  # fmt: skip
+    return planned
+
+
+def reject_broadcast(*, session: Session, user: User, broadcast: Broadcast, comment: str | None) -> Broadcast:
+    """Submitted -> rejected, with the reason."""
+    if broadcast.status != BroadcastStatus.submitted:
+        raise InvalidState(
+            f"broadcast {broadcast.id} is {broadcast.status}; only a submitted one is rejected"
+        )
+    if not (comment or "").strip():
+        raise BroadcastError("comment", "say why it is rejected")
+    refusal = approval_refusal(user=user, broadcast=broadcast)
+    if refusal is not None and not refusal.startswith("an emergency"):
+        raise Forbidden(refusal.replace("approve", "reject"))
+    broadcast.status = BroadcastStatus.rejected
+    broadcast.reviewed_by, broadcast.reviewed_at, broadcast.review_comment = user.id, utcnow(), comment
+    audit.record(
+        session=session, user=user, action="rejected", object_type=AUDIT_TYPE, object_id=broadcast.id,
+        comment=comment,
+    )  # fmt: skip
+    return broadcast
+
+
+@dataclass
+class StopPlan:
+    """Occurrences to stop on speakers (after the transaction commits), with their topics."""
+
+    occurrence_ids: list[int] = field(default_factory=list)
+    topics: dict[int, list[str]] = field(default_factory=dict)
+    cancelled: list[int] = field(default_factory=list)
+
+
+def _topics_of(session: Session, broadcast: Broadcast) -> list[str]:
+    explicit = list(
+        session.scalars(select(Device).where(Device.id.in_(broadcast.target_devices or []))).all()
+    )
+    area_topics, device_ids = plan_topics(area_codes=broadcast.target_areas, devices=explicit)
+    return [protocol.area_command_topic(c) for c in area_topics] + [
+        protocol.device_topic(d, "cmd") for d in device_ids
+    ]
+
+
+def cancel_broadcast(
+    *, session: Session, user: User, broadcast: Broadcast, comment: str | None = None
+) -> StopPlan:
+    """Cancel future airings; return what is on air (or about to be) so the caller stops it."""
+    if broadcast.status not in OPEN_STATUSES:
+        raise InvalidState(f"broadcast {broadcast.id} is {broadcast.status}; nothing to cancel")
+    own = broadcast.created_by == user.id
+    may_approve = user.role in APPROVER_ROLES and (
+        user.area_code is None or can_see(user=user, broadcast=broadcast)
+    )
+    if not (own or may_approve):
+        raise Forbidden("only its author or an approver for its areas can cancel it")
+    now = utcnow()
+    plan = StopPlan()
+    topics = None
+    for occ in broadcast.occurrences:
+        if occ.status == OccurrenceStatus.scheduled:
+            occ.status, occ.detail = OccurrenceStatus.cancelled, f"cancelled by {user.username}"
+            occ.finalized_at = now
+            plan.cancelled.append(occ.id)
+        elif occ.status == OccurrenceStatus.dispatched and occ.deadline_at > now:
+            topics = topics if topics is not None else _topics_of(session, broadcast)
+            plan.occurrence_ids.append(occ.id)
+            plan.topics[occ.id] = topics
+    broadcast.status = BroadcastStatus.cancelled
+    audit.record(
+        session=session, user=user, action="cancelled", object_type=AUDIT_TYPE, object_id=broadcast.id,
+        comment=comment, detail={"cancelled": plan.cancelled, "stopped": plan.occurrence_ids},
+    )  # fmt: skip
+    return plan
+
+
+def send_stops(*, link: Link, plan: StopPlan) -> int:
+    """Publish a `stop` for every occurrence in the plan; return the commands sent."""
+    sent = 0
+    for occurrence_id in plan.occurrence_ids:
+        payload = device_commands.encode_command(protocol.StopCommand(occurrence_id=occurrence_id))
+        sent += device_commands.publish(link=link, topics=plan.topics[occurrence_id], payload=payload)
+    return sent
+
+
+def stop_area(*, session: Session, user: User, area_code: str, comment: str | None = None) -> StopPlan:
+    """Everything on air in an area: a stop per live occurrence reaching it, and a stop-all."""
+    if user.role not in APPROVER_ROLES:
+        raise Forbidden(f"role {user.role} may not stop broadcasts; needs approver or admin")
+    if session.get(Region, area_code) is None:
+        raise NotFound(f"no area {area_code}")
+    check_scope(user=user, area_codes=[area_code], devices=[])
+    now = utcnow()
+    rows = session.execute(
+        select(Occurrence.id, Broadcast)
+        .join(Broadcast, Broadcast.id == Occurrence.broadcast_id)
+        .where(Occurrence.status == OccurrenceStatus.dispatched, Occurrence.deadline_at > now)
+    ).all()
+    topic = protocol.area_command_topic(area_code)
+    plan = StopPlan()
+    for occurrence_id, broadcast in rows:
+        if conflicts.areas_overlap(_target_area_codes(session, broadcast), [area_code]):
+            plan.occurrence_ids.append(occurrence_id)
+            plan.topics[occurrence_id] = [topic]
+    audit.record(
+        session=session, user=user, action="stop_area", object_type="area", object_id=area_code,
+        comment=comment, detail={"stopped": plan.occurrence_ids},
+    )  # fmt: skip
+    return plan
+
+
+def send_area_stop(*, link: Link, plan: StopPlan, area_code: str) -> int:
+    """The stops of `stop_area`, then one stop-whatever-plays on the area topic."""
+    sent = send_stops(link=link, plan=plan)
+    payload = device_commands.encode_command(protocol.StopCommand(occurrence_id=None))
+    return sent + device_commands.publish(
+        link=link, topics=[protocol.area_command_topic(area_code)], payload=payload
+    )
+
+
+# ------------------------------------------------------------------ reading
 
 
 def get_broadcast(*, session: Session, broadcast_id: int) -> Broadcast:
@@ -145,17 +520,47 @@ def get_broadcast(*, session: Session, broadcast_id: int) -> Broadcast:
 
 
 def list_broadcasts(
-    *, session: Session, user: User, limit: int = 50, offset: int = 0
+    *,
+    session: Session,
+    user: User,
+    status: BroadcastStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
 ) -> tuple[list[Broadcast], int]:
-    """Newest first; a user bound to an area sees only broadcasts created inside it."""
+    """Newest first; a user bound to an area sees broadcasts whose targets lie inside it."""
     query = select(Broadcast)
     if user.area_code is not None:
-        query = query.join(User, User.id == Broadcast.created_by).where(
-            User.area_code.startswith(regions.code_prefix(user.area_code))
-        )
+        query = query.where(Broadcast.scope_code.startswith(regions.code_prefix(user.area_code)))
+    if status is not None:
+        query = query.where(Broadcast.status == status)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = session.scalars(query.order_by(Broadcast.id.desc()).limit(limit).offset(offset)).all()
     return list(items), total
+
+
+def list_occurrences(
+    *, session: Session, broadcast: Broadcast, limit: int = 100, offset: int = 0
+) -> tuple[list[Occurrence], int]:
+    """Planned occurrences of a broadcast in time order, with the total."""
+    query = select(Occurrence).where(Occurrence.broadcast_id == broadcast.id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    items = session.scalars(query.order_by(Occurrence.start_at).limit(limit).offset(offset)).all()
+    return list(items), total
+
+
+def next_airings(*, broadcast: Broadcast, now: datetime, count: int = 10) -> list[datetime]:
+    """The next airings from the rule (also beyond the planning horizon)."""
+    if broadcast.status not in OPEN_STATUSES:
+        return []
+    rule = _rule(broadcast)
+    if rule is None:
+        return [broadcast.start_at] if broadcast.start_at and broadcast.start_at > now else []
+    out: list[datetime] = []
+    start = now
+    while len(out) < count and start < now + CHECK_AHEAD:
+        out += recurrence.expand(rule, start, start + timedelta(days=31))
+        start += timedelta(days=31)
+    return out[:count]
 
 
 def reach(*, session: Session, broadcast: Broadcast, level: str | None = None) -> dict:
@@ -166,11 +571,257 @@ def reach(*, session: Session, broadcast: Broadcast, level: str | None = None) -
     figures = reach_stats.reach(
         session=session, occurrence_ids=[o.id for o in broadcast.occurrences], level=level
     )
-    final = all(
+    final = broadcast.status in (
+        BroadcastStatus.done,
+        BroadcastStatus.cancelled,
+        BroadcastStatus.rejected,
+    ) and all(
         o.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched)
         for o in broadcast.occurrences
     )
     return {"broadcast_id": broadcast.id, "status": broadcast.status, "final": final, **figures}
+
+
+# ------------------------------------------------------------------ planning
+
+
+def _occurrence_row(
+    *, broadcast_id: int, start: datetime, late: timedelta, duration_ms: int, grace_s: float, now: datetime
+) -> dict:
+    expires = start + late
+    row = {
+        "broadcast_id": broadcast_id,
+        "start_at": start,
+        "expires_at": expires,
+        "deadline_at": expires + timedelta(milliseconds=duration_ms, seconds=grace_s),
+        "status": OccurrenceStatus.scheduled,
+        "dispatched_at": None,
+        "finalized_at": None,
+        "detail": None,
+    }
+    if expires < now:  # planned after the fact (the server was down): reported, never aired late
+        row.update(
+            status=OccurrenceStatus.missed,
+            finalized_at=now,
+            detail=f"the scheduler was not running between {start.isoformat()} and {expires.isoformat()}",
+        )
+    return row
+
+
+def rule_end(rule: recurrence.Rule) -> datetime | None:
+    """The instant after which the rule never falls (None: open-ended)."""
+    last = rule.last_date
+    if last is None:
+        return None
+    return recurrence.local_instant(last + timedelta(days=1), datetime.min.time(), rule.zone)
+
+
+def plan_occurrences(
+    *, session: Session, settings: Settings, broadcast: Broadcast, now: datetime
+) -> list[Occurrence]:
+    """Create the occurrences of a just-approved broadcast up to the horizon; return them."""
+    sched = settings.scheduler
+    late, duration = _late_start(broadcast, settings), _duration_ms(session, broadcast)
+    rule = _rule(broadcast)
+    if rule is None:
+        starts = [broadcast.start_at or now + timedelta(seconds=sched.lead_time_s)]
+        until = starts[0]
+    else:
+        until = now + timedelta(hours=sched.horizon_hours) + PLAN_STEP
+        starts = recurrence.expand(rule, now, until)
+    created = []
+    for start in starts:
+        row = _occurrence_row(
+            broadcast_id=broadcast.id, start=start, late=late, duration_ms=duration,
+            grace_s=sched.report_grace_s, now=now,
+        )  # fmt: skip
+        occ = Occurrence(**{k: v for k, v in row.items() if k != "broadcast_id"})
+        broadcast.occurrences.append(occ)
+        created.append(occ)
+    broadcast.planned_until = until
+    session.flush()
+    return created
+
+
+def extend_horizon(*, session: Session, settings: Settings, now: datetime | None = None) -> int:
+    """Plan occurrences of every scheduled recurring broadcast up to the rolling horizon.
+
+    Airings that fell while the scheduler was down are planned as `missed` (never aired late).
+    Bulk statements, so starting with thousands of broadcasts stays proportional to their number.
+    Returns how many occurrences were created.
+    """
+    from tts.models import AudioAsset  # the asset's length decides each occurrence's deadline
+
+    now = now or utcnow()
+    sched = settings.scheduler
+    horizon = now + timedelta(hours=sched.horizon_hours)
+    rows = session.execute(
+        select(
+            Broadcast.id, Broadcast.recurrence, Broadcast.planned_until, Broadcast.late_start_s,
+            AudioAsset.duration_ms,
+        )
+        .outerjoin(AudioAsset, AudioAsset.id == Broadcast.asset_id)
+        .where(
+            Broadcast.status == BroadcastStatus.scheduled,
+            Broadcast.recurrence.is_not(None),
+            or_(Broadcast.planned_until.is_(None), Broadcast.planned_until < horizon),
+        )
+    ).all()  # fmt: skip
+    new_rows: list[dict] = []
+    advanced: list[dict] = []
+    finished: list[int] = []  # rules that have ended: done once nothing of them is open
+    until = horizon + PLAN_STEP
+    for broadcast_id, spec, planned_until, late_s, duration_ms in rows:
+        rule = recurrence.Rule.from_dict(spec)
+        begin = max(planned_until or now, now - MISSED_LOOKBACK)
+        end = rule_end(rule)
+        if end is not None and begin >= end:
+            advanced.append({"id": broadcast_id, "planned_until": end})
+            finished.append(broadcast_id)
+            continue
+        late = timedelta(seconds=sched.late_start_s if late_s is None else late_s)
+        for start in recurrence.expand(rule, begin, until):
+            new_rows.append(
+                _occurrence_row(
+                    broadcast_id=broadcast_id,
+                    start=start,
+                    late=late,
+                    duration_ms=duration_ms or 0,
+                    grace_s=sched.report_grace_s,
+                    now=now,
+                )  # fmt: skip
+            )
+        advanced.append({"id": broadcast_id, "planned_until": until if end is None else min(until, end)})
+    if new_rows:
+        session.execute(insert(Occurrence), new_rows)
+    if advanced:
+        session.execute(update(Broadcast), advanced)
+    if new_rows:
+        log.info(
+            "planned %d occurrences of %d recurring broadcasts up to %s", len(new_rows), len(rows), until
+        )
+    return len(new_rows)
+
+
+def due_occurrences(*, session: Session, until: datetime) -> list[Occurrence]:
+    """Occurrences still to dispatch before `until`, or dispatched and not yet closed."""
+    return list(
+        session.scalars(
+            select(Occurrence).where(
+                or_(
+                    (Occurrence.status == OccurrenceStatus.scheduled) & (Occurrence.start_at < until),
+                    Occurrence.status == OccurrenceStatus.dispatched,
+                )
+            )
+        ).all()
+    )
+
+
+def open_occurrences(*, session: Session) -> list[Occurrence]:
+    """Occurrences still waiting to be dispatched or closed."""
+    return list(
+        session.scalars(
+            select(Occurrence).where(
+                Occurrence.status.in_([OccurrenceStatus.scheduled, OccurrenceStatus.dispatched])
+            )
+        ).all()
+    )
+
+
+# ------------------------------------------------------------------ the schedule view
+
+
+def _airings_of(
+    session: Session, broadcast: Broadcast, areas: list[str], start: datetime, end: datetime, duration_ms: int
+) -> list[conflicts.Airing]:
+    out: list[conflicts.Airing] = []
+    planned = session.scalars(
+        select(Occurrence).where(
+            Occurrence.broadcast_id == broadcast.id, Occurrence.start_at >= start, Occurrence.start_at < end
+        )
+    ).all()
+    for occ in planned:
+        out.append(
+            conflicts.Airing(
+                broadcast.id,
+                occ.id,
+                broadcast.title,
+                broadcast.priority,
+                *conflicts.span(occ.start_at, duration_ms),
+                tuple(areas),
+                str(occ.status),
+            )  # fmt: skip
+        )
+    if broadcast.status in (BroadcastStatus.submitted, BroadcastStatus.approved, BroadcastStatus.scheduled):
+        rule = _rule(broadcast)
+        if rule is not None:
+            begin = max(start, broadcast.planned_until) if broadcast.planned_until else start
+            instants = recurrence.expand(rule, begin, end) if begin < end else []
+        elif not broadcast.occurrences and broadcast.start_at and start <= broadcast.start_at < end:
+            instants = [broadcast.start_at]
+        else:
+            instants = []
+        for instant in instants:
+            out.append(
+                conflicts.Airing(
+                    broadcast.id,
+                    None,
+                    broadcast.title,
+                    broadcast.priority,
+                    *conflicts.span(instant, duration_ms),
+                    tuple(areas),
+                    str(broadcast.status),
+                )  # fmt: skip
+            )
+    return out
+
+
+def airings(
+    *, session: Session, area_codes: Sequence[str], start: datetime, end: datetime
+) -> list[conflicts.Airing]:
+    """Every airing in [start, end) that reaches any of these areas (planned or projected)."""
+    from tts.models import AudioAsset
+
+    if end <= start:
+        raise BroadcastError("to", "must be after `from`")
+    if end - start > MAX_VIEW:
+        raise BroadcastError("to", f"at most {MAX_VIEW.days} days after `from`")
+    prefixes = [regions.code_prefix(c) for c in area_codes]
+    ancestors = {a for c in area_codes for a in regions.chain(c)}
+    candidates = session.scalars(
+        select(Broadcast).where(
+            Broadcast.status.in_(
+                [BroadcastStatus.submitted, BroadcastStatus.approved, BroadcastStatus.scheduled,
+                 BroadcastStatus.done, BroadcastStatus.cancelled]
+            ),
+            or_(Broadcast.scope_code.in_(ancestors), *[Broadcast.scope_code.startswith(p) for p in prefixes]),
+        )
+    ).all()  # fmt: skip
+    durations = dict(
+        session.execute(
+            select(AudioAsset.id, AudioAsset.duration_ms).where(
+                AudioAsset.id.in_({b.asset_id for b in candidates if b.asset_id})
+            )
+        ).all()
+    )
+    out: list[conflicts.Airing] = []
+    for broadcast in candidates:
+        targets = _target_area_codes(session, broadcast)
+        if not conflicts.areas_overlap(targets, area_codes):
+            continue
+        out += _airings_of(session, broadcast, targets, start, end, durations.get(broadcast.asset_id, 0))
+    out.sort(key=lambda a: (a.start, a.broadcast_id))
+    return out
+
+
+def conflicts_of(*, session: Session, broadcast: Broadcast, now: datetime | None = None) -> list[dict]:
+    """Airings of other broadcasts that overlap this one's on shared speakers (next two weeks)."""
+    now = now or utcnow()
+    targets = _target_area_codes(session, broadcast)
+    if not targets:
+        return []
+    everything = airings(session=session, area_codes=targets, start=now, end=now + CONFLICT_AHEAD)
+    return [c.describe() for c in conflicts.find(everything, only_broadcast=broadcast.id)]
 
 
 # ------------------------------------------------------------------ dispatch and close
@@ -186,6 +837,16 @@ def plan_topics(*, area_codes: Sequence[str], devices: Sequence[Device]) -> tupl
     return chosen, loose
 
 
+def _claim(session: Session, occurrence_id: int) -> bool:
+    """Take the occurrence from scheduled to dispatched atomically: one dispatch, ever."""
+    result = session.execute(
+        update(Occurrence)
+        .where(Occurrence.id == occurrence_id, Occurrence.status == OccurrenceStatus.scheduled)
+        .values(status=OccurrenceStatus.dispatched, dispatched_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
 def dispatch(
     *, session_factory: sessionmaker[Session], link: Link, settings: Settings, occurrence_id: int
 ) -> str:
@@ -196,7 +857,7 @@ def dispatch(
             log.warning("dispatch of unknown occurrence %s", occurrence_id)
             return "unknown"
         if occ.status != OccurrenceStatus.scheduled:
-            return occ.status  # already handled (the job may run twice after a crash)
+            return occ.status  # already handled (the job may run twice after a crash), or cancelled
         now = utcnow()
         if now > occ.expires_at:
             occ.status = OccurrenceStatus.missed
@@ -209,6 +870,20 @@ def dispatch(
         asset = tts_service.get_asset(session=session, asset_id=broadcast.asset_id)
         if asset is None:
             raise RuntimeError(f"broadcast {broadcast.id} has no audio asset {broadcast.asset_id}")
+        if not broadcast.priority.is_emergency:
+            windows = quiet.windows_for(
+                session=session, settings=settings, area_codes=_target_area_codes(session, broadcast)
+            )
+            end = occ.start_at + timedelta(milliseconds=asset.duration_ms)
+            hits = quiet.offending(windows=windows, airings=[(occ.start_at, end)], zone=_zone(settings))
+            if hits:
+                occ.status = OccurrenceStatus.refused
+                occ.detail = f"in quiet hours {hits[0][1].describe()} at air time; only emergency may air"
+                occ.finalized_at = now
+                log.warning("occurrence %s refused: %s", occ.id, occ.detail)
+                return occ.status
+        if not _claim(session, occ.id):
+            return "claimed elsewhere"
         explicit = list(
             session.scalars(select(Device).where(Device.id.in_(broadcast.target_devices or []))).all()
         )
@@ -233,8 +908,7 @@ def dispatch(
         payload = device_commands.encode_command(command)
         topics = [protocol.area_command_topic(c) for c in area_topics]
         topics += [protocol.device_topic(d, "cmd") for d in device_ids]
-        occ.status = OccurrenceStatus.dispatched
-        occ.dispatched_at = now
+        session.execute(update(Occurrence).where(Occurrence.id == occ.id).values(asset_id=asset.id))
     # Deliveries are committed before the first command leaves, so no report can beat them.
     try:
         device_commands.publish(link=link, topics=topics, payload=payload)
@@ -247,6 +921,25 @@ def dispatch(
         return OccurrenceStatus.failed
     log.info("occurrence %s dispatched to %d speakers over %d topics", occurrence_id, count, len(topics))
     return OccurrenceStatus.dispatched
+
+
+def _finished(session: Session, broadcast: Broadcast) -> bool:
+    """Every airing has happened (or never will): no planned one open, and the rule has ended."""
+    still_open = session.scalar(
+        select(func.count())
+        .select_from(Occurrence)
+        .where(
+            Occurrence.broadcast_id == broadcast.id,
+            Occurrence.status.in_([OccurrenceStatus.scheduled, OccurrenceStatus.dispatched]),
+        )
+    )
+    if still_open:
+        return False
+    rule = _rule(broadcast)
+    if rule is None:
+        return True
+    end = rule_end(rule)
+    return end is not None and broadcast.planned_until is not None and broadcast.planned_until >= end
 
 
 def close(*, session_factory: sessionmaker[Session], occurrence_id: int) -> int:
@@ -266,21 +959,7 @@ def close(*, session_factory: sessionmaker[Session], occurrence_id: int) -> int:
                 occ.detail = "never dispatched before its deadline"
         occ.finalized_at = utcnow()
         broadcast = occ.broadcast
-        if all(
-            o.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched)
-            for o in broadcast.occurrences
-        ):
+        if broadcast.status == BroadcastStatus.scheduled and _finished(session, broadcast):
             broadcast.status = BroadcastStatus.done
     log.info("occurrence %s closed; %d deliveries without report", occurrence_id, n)
     return n
-
-
-def open_occurrences(*, session: Session) -> list[Occurrence]:
-    """Occurrences still waiting to be dispatched or closed."""
-    return list(
-        session.scalars(
-            select(Occurrence).where(
-                Occurrence.status.in_([OccurrenceStatus.scheduled, OccurrenceStatus.dispatched])
-            )
-        ).all()
-    )

@@ -1,0 +1,133 @@
+"""Quiet hours: local times when nothing but emergency may air (default 22:00-06:00).
+
+An area may set its own; an area without inherits from the nearest ancestor that has, else the
+default from settings. A broadcast is checked against the quiet hours of every target area and of
+every area under a target that sets its own (a county-wide notice must respect a village's
+stricter night), over the whole airing [start, start + duration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from core import regions
+from core.clock import utcnow
+from core.models import User
+from core.settings import Settings
+from scheduler.models import QuietHours
+
+
+@dataclass(frozen=True)
+class Window:
+    """Quiet from `start` to `end` local time (crossing midnight when end <= start)."""
+
+    area_code: str
+    start: time
+    end: time
+
+    @property
+    def empty(self) -> bool:
+        return self.start == self.end
+
+    def overlaps(self, begin: datetime, finish: datetime, zone: ZoneInfo) -> bool:
+        """Whether the airing [begin, finish) touches this window."""
+        if self.empty:
+            return False
+        local_begin = begin.astimezone(zone).replace(tzinfo=None)
+        local_finish = finish.astimezone(zone).replace(tzinfo=None)
+        day = local_begin.date() - timedelta(days=1)
+        while day <= local_finish.date():
+            w_begin = datetime.combine(day, self.start)
+            w_end = datetime.combine(day + timedelta(days=1 if self.end <= self.start else 0), self.end)
+            if w_begin < local_finish and local_begin < w_end:
+                return True
+            day += timedelta(days=1)
+        return False
+
+    def describe(self) -> str:
+        return f"{self.start.strftime('%H:%M')}-{self.end.strftime('%H:%M')} ({self.area_code})"
+
+
+def parse_time(value: str, field: str) -> time:
+    """`HH:MM` to a time, or ValueError naming the field."""
+    try:
+        parsed = time.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: not a time of day (HH:MM): {value!r}") from None
+    return parsed.replace(second=0, microsecond=0, tzinfo=None)
+
+
+def default_window(settings: Settings, area_code: str) -> Window:
+    sched = settings.scheduler
+    start, end = parse_time(sched.quiet_start, "quiet_start"), parse_time(sched.quiet_end, "quiet_end")
+    return Window(area_code, start, end)
+
+
+def _window(row: QuietHours) -> Window:
+    return Window(row.area_code, parse_time(row.start, "start"), parse_time(row.end, "end"))
+
+
+def windows_for(*, session: Session, settings: Settings, area_codes: Sequence[str]) -> list[Window]:
+    """The quiet-hour windows that apply to broadcasts into these areas."""
+    if not area_codes:
+        return []
+    chains = {code: regions.chain(code) for code in area_codes}
+    wanted = {c for chain in chains.values() for c in chain}
+    under = [QuietHours.area_code.startswith(regions.code_prefix(code)) for code in area_codes]
+    rows = session.scalars(select(QuietHours).where(or_(QuietHours.area_code.in_(wanted), *under))).all()
+    own = {row.area_code: row for row in rows}
+    out: list[Window] = []
+    for code, chain in chains.items():
+        nearest = next((own[c] for c in reversed(chain) if c in own), None)
+        if nearest is None:
+            out.append(default_window(settings, code))
+        else:
+            out.append(_window(nearest))
+    for row in rows:
+        if any(row.area_code != code and regions.is_under(row.area_code, code) for code in area_codes):
+            out.append(_window(row))
+    return list(dict.fromkeys(out))
+
+
+def offending(
+    *, windows: Iterable[Window], airings: Iterable[tuple[datetime, datetime]], zone: ZoneInfo
+) -> list[tuple[datetime, Window]]:
+    """Airings (start, end) that fall into a window, with the first window each touches."""
+    windows = [w for w in windows if not w.empty]
+    hits = []
+    for begin, finish in airings:
+        for window in windows:
+            if window.overlaps(begin, finish, zone):
+                hits.append((begin, window))
+                break
+    return hits
+
+
+def get(*, session: Session, settings: Settings, area_code: str) -> tuple[Window, bool]:
+    """The window that applies to an area, and whether the area sets it itself."""
+    (window,) = windows_for(session=session, settings=settings, area_codes=[area_code])[:1]
+    return window, window.area_code == area_code and session.get(QuietHours, area_code) is not None
+
+
+def set_for_area(
+    *, session: Session, user: User, area_code: str, start: time | None, end: time | None
+) -> QuietHours | None:
+    """Give an area its own quiet hours (start == end: none at all); None for both: inherit again."""
+    row = session.get(QuietHours, area_code)
+    if start is None or end is None:
+        if row is not None:
+            session.delete(row)
+        return None
+    if row is None:
+        row = QuietHours(area_code=area_code, start="", end="")
+        session.add(row)
+    row.start, row.end = start.strftime("%H:%M"), end.strftime("%H:%M")
+    row.updated_by, row.updated_at = user.id, utcnow()
+    session.flush()
+    return row
