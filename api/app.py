@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.routes import broadcasts, devices, playlists, regions, schedule, system
+from api.routes import tts as speech_routes
 from api.services import Services
 from core.settings import Settings
 
@@ -36,4 +37,5 @@ def create_app(
     )
     for module in (system, regions, devices, broadcasts, playlists, schedule):
         app.include_router(module.router)
+    app.include_router(speech_routes.router)
     return app
