@@ -1,0 +1,83 @@
+"""Request and response shapes of the speech API."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from tts import audio
+from tts.engines import PITCH_MAX, PITCH_MIN, RATE_MAX, RATE_MIN
+
+_PERCENT = re.compile(r"[+-]\d{1,3}%")
+_HERTZ = re.compile(r"[+-]\d{1,3}Hz")
+
+
+def _signed(pattern: re.Pattern[str], unit: str, low: int, high: int, example: str):
+    """A validator turning ``"-20%"`` / ``"+5Hz"`` into an int, refusing anything else by name."""
+
+    def parse(value: object) -> int:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(f"write it as a sign, a number and {unit}, e.g. {example!r}; got {value!r}")
+        number = int(value[: -len(unit)])
+        if not low <= number <= high:
+            raise ValueError(f"must be from {low:+d}{unit} to {high:+d}{unit}; got {value!r}")
+        return number
+
+    return BeforeValidator(parse)
+
+
+Rate = Annotated[
+    int,
+    _signed(_PERCENT, "%", RATE_MIN, RATE_MAX, "-20%"),
+    Field(description='Speaking rate relative to normal, e.g. "-20%" (slower, for older listeners).'),
+]
+Volume = Annotated[
+    int,
+    _signed(_PERCENT, "%", -50, 100, "+10%"),
+    Field(description='Loudness relative to the configured target, e.g. "+10%" or "-20%".'),
+]
+Pitch = Annotated[
+    int,
+    _signed(_HERTZ, "Hz", PITCH_MIN, PITCH_MAX, "+5Hz"),
+    Field(description='Pitch offset, e.g. "+5Hz".'),
+]
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    text: str = Field(description="The notice; numbers, dates and phone numbers are read as spoken.")
+    voice: str | None = Field(
+        default=None, max_length=64, description="Voice id from GET /api/v1/voices; absent: the default."
+    )
+    rate: Rate = "+0%"  # type: ignore[assignment]
+    volume: Volume = "+0%"  # type: ignore[assignment]
+    pitch: Pitch = "+0Hz"  # type: ignore[assignment]
+    repeat: int = Field(default=1, ge=1, le=audio.MAX_REPEAT, description="How many times it is read.")
+    chime: bool = Field(default=False, description="A two-tone chime before the speech.")
+    closing_chime: bool = Field(default=False, description="The chime again after the last reading.")
+
+
+class AssetRead(BaseModel):
+    asset_id: int
+    url: str = Field(description="Where the MP3 is served: /media/<sha256>.mp3")
+    sha256: str
+    duration_ms: int
+    size_bytes: int
+    engine: str = Field(description="The engine that produced the audio (or `upload`).")
+    voice: str
+    requested_engine: str | None
+    fallback_reason: str | None = Field(description="Why the engines before it were not used (this request).")
+    cached: bool
+
+
+class VoiceRead(BaseModel):
+    id: str
+    engine: str
+    locale: str
+    gender: str
+    dialect: str = Field(description="Dialect label: 普通话, 东北话, 陕西话, 粤语, 台湾普通话 ...")
+    name: str
+    available: bool = Field(description="Whether its engine can be used right now.")
