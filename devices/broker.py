@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -13,6 +14,10 @@ logger = logging.getLogger(__name__)
 
 # amqtt logs every connect, subscribe and packet at INFO; a county demo has hundreds of speakers.
 _NOISY_LOGGERS = ("amqtt", "transitions")
+
+
+# amqtt's shutdown can hang on a session with messages in flight; after this, sockets are closed anyway.
+SHUTDOWN_TIMEOUT_S = 3.0
 
 
 class BrokerPortInUse(RuntimeError):
@@ -30,6 +35,21 @@ class BrokerPortInUse(RuntimeError):
 
 class _Broker(Broker):
     """amqtt's Broker with retained-message delivery fixed and made cheap for thousands of speakers."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.connections: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        # Tracked so stop() can close them: amqtt's shutdown sometimes leaves a client socket open,
+        # and that speaker would not notice until its keepalive ran out.
+        self.connections.add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            self.connections.discard(writer)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Any
@@ -55,7 +75,7 @@ class _Broker(Broker):
 class EmbeddedBroker:
     """A running amqtt broker bound to one host and port."""
 
-    def __init__(self, broker: Broker, host: str, port: int) -> None:
+    def __init__(self, broker: _Broker, host: str, port: int) -> None:
         self._broker = broker
         self.host = host
         self.port = port
@@ -67,9 +87,20 @@ class EmbeddedBroker:
         return f"mqtt://{host}:{self.port}"
 
     async def stop(self) -> None:
-        """Close the listener and every client session."""
-        if self._broker.transitions.state == "started":
-            await self._broker.shutdown()
+        """Close the listener and every client connection."""
+        if self._broker.transitions.state != "started":
+            return
+        try:
+            async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                await self._broker.shutdown()
+        except TimeoutError:
+            logger.warning("amqtt did not shut down within %s s; closing its sockets", SHUTDOWN_TIMEOUT_S)
+            for server in self._broker._servers.values():
+                if server.instance is not None:
+                    server.instance.close()
+        for writer in list(self._broker.connections):
+            writer.close()
+        await asyncio.sleep(0)  # let the transports close before the caller stops the loop
 
 
 def quiet_amqtt_logging() -> None:

@@ -214,7 +214,9 @@ def _explain(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def parse_command(payload: bytes) -> PlayCommand | StopCommand | SetVolumeCommand | TestToneCommand | SyncCommand:
+def parse_command(
+    payload: bytes,
+) -> PlayCommand | StopCommand | SetVolumeCommand | TestToneCommand | SyncCommand:
     """Parse a command, or raise ProtocolError saying which field is wrong."""
     data = _load(payload, MAX_COMMAND_BYTES)
     try:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from devices.agent.cache import AudioCache
 from devices.agent.players import CommandPlayer, Player
 from devices.agent.speaker import Speaker, parse_broker_url
 from devices.protocol import PlayCommand, Report, Status
-from tests.fixtures_mqtt import AudioServer, clear_retained
+from tests.fixtures_mqtt import AudioServer, BrokerThread, MosquittoProcess, clear_retained, free_port
 
 COUNTY = "341225000000"
 TOWNSHIP = "341225100000"
@@ -113,6 +113,13 @@ class Harness:
         """Wait for the occurrence's final report and return all its states."""
         await self.until(lambda: set(self.states(occurrence_id)) & speaker_module.FINAL_STATES, limit_s)
         return self.states(occurrence_id)
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    """Poll another component's state until predicate() holds (fails after WAIT_S)."""
+    async with asyncio.timeout(WAIT_S):
+        while not predicate():  # noqa: ASYNC110 - nothing to await on but the state itself
+            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -416,3 +423,43 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--device-id", "bad id!", "--area", "3412", "--broker", "http://x"]) == 2
     err = capsys.readouterr().err
     assert "--device-id" in err and "12-digit" in err and "mqtt://" in err
+
+
+@pytest.mark.parametrize("kind", ["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)])
+def test_reconnects_after_the_broker_restarts(kind: str, audio_server: AudioServer, tmp_path: Path) -> None:
+    port = free_port()
+
+    def start() -> BrokerThread | MosquittoProcess:
+        broker = BrokerThread(port=port) if kind == "embedded" else MosquittoProcess(tmp_path, port=port)
+        return broker.start()
+
+    broker = start()
+    url = f"mqtt://127.0.0.1:{port}"
+
+    async def scenario() -> None:
+        nonlocal broker
+        speaker = Speaker(new_id(), VILLAGE, broker=url, cache=tmp_path / "cache")
+        task = asyncio.create_task(speaker.run())
+        try:
+            async with asyncio.timeout(WAIT_S):
+                await speaker.ready.wait()
+            await asyncio.to_thread(broker.stop)
+            await eventually(lambda: not speaker.ready.is_set())
+            await asyncio.sleep(0.5)  # a few refused attempts while the broker is down
+            broker = await asyncio.to_thread(start)
+            async with asyncio.timeout(WAIT_S):
+                await speaker.ready.wait()
+            async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V311) as server:
+                command = protocol.encode(play(audio_server, 121))
+                await server.publish(protocol.area_command_topic(VILLAGE), command, qos=1)
+            await eventually(lambda: 121 in speaker.outcomes)
+            assert speaker.outcomes[121].state == "played"
+            assert speaker.counters["sessions_ready"] == 2
+        finally:
+            await speaker_module.cancel_and_wait([task])
+        await clear_retained(url, [speaker.device_id])
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
