@@ -22,7 +22,7 @@ from scheduler import audit
 from scheduler import service as scheduler_service
 from scheduler.exceptions import BroadcastError, Forbidden, InvalidState, NotFound
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus
-from scheduler.schemas import AuditRead, BroadcastCreate, BroadcastRead, OccurrenceRead, Review
+from scheduler.schemas import AuditRead, BroadcastCreate, BroadcastRead, ConflictRead, OccurrenceRead, Review
 from tts.audio import AudioError
 from tts.engines import EngineError
 from tts.text import TextError
@@ -97,7 +97,8 @@ def read(session: Session, broadcast: Broadcast, *, with_conflicts: bool = False
     if with_conflicts and broadcast.status in (
         BroadcastStatus.draft, BroadcastStatus.submitted, BroadcastStatus.approved, BroadcastStatus.scheduled
     ):  # fmt: skip
-        view.conflicts = scheduler_service.conflicts_of(session=session, broadcast=broadcast, now=now)
+        found = scheduler_service.conflicts_of(session=session, broadcast=broadcast, now=now)
+        view.conflicts = [ConflictRead(**c) for c in found]
     return view
 
 
