@@ -85,10 +85,11 @@ class AudioSettings(_Section):
     bitrate: str = Field(default="64k", description="MP3 bitrate of produced assets.")
     sample_rate: int = Field(default=24000, description="Sample rate of produced assets (Hz).")
     loudness_lufs: float = Field(
-        default=-18.0,
+        default=-23.0,
         ge=-40.0,
         le=-5.0,
-        description="Integrated loudness (EBU R128, LUFS) speech and uploads are normalised to.",
+        description="Integrated loudness (EBU R128, LUFS) speech and uploads are normalised to; "
+        "-23 is the R128 broadcast target. Louder targets push speech peaks into the limiter.",
     )
     peak_db: float = Field(
         default=-1.0, ge=-12.0, le=0.0, description="Sample peak ceiling (dBFS) after normalisation."

@@ -29,6 +29,7 @@ import logging
 import math
 import re
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,8 +69,6 @@ PROBE_TIMEOUT_S = 30.0
 MAX_REPEAT = 5
 
 SAMPLE_WIDTH = 2  # 16-bit PCM while assembling
-# Gains are applied in 32-bit PCM so a boost cannot wrap around before the limiter sees it.
-GAIN_SAMPLE_WIDTH = 4
 
 
 class AudioError(RuntimeError):
@@ -131,8 +130,18 @@ class AssemblyParams:
         return self.loudness_lufs + 20 * math.log10(1 + self.volume / 100)
 
 
-def assemble(pieces: Sequence[Path], *, dest: Path, params: AssemblyParams) -> int:
-    """Join the audio files into one announcement written to dest; return its measured duration (ms)."""
+def assemble(
+    pieces: Sequence[Path],
+    *,
+    dest: Path,
+    params: AssemblyParams,
+    piece_loudness: Sequence[float | None] | None = None,
+) -> int:
+    """Join the audio files into one announcement written to dest; return its measured duration (ms).
+
+    ``piece_loudness`` (from `file_loudness`, measured while other pieces were still being
+    synthesised) saves measuring the joined speech again; see `combine_loudness`.
+    """
     if not pieces:
         raise AudioError("nothing to assemble")
     try:
@@ -147,10 +156,22 @@ def assemble(pieces: Sequence[Path], *, dest: Path, params: AssemblyParams) -> i
         if i:
             joined.append(gap)
         joined.append(segment)
-    return assemble_speech(concatenate(joined, frame_rate=frame_rate), dest=dest, params=params)
+    measured = UNMEASURED
+    if piece_loudness is not None and len(piece_loudness) == len(segments):
+        measured = combine_loudness(
+            [(lufs, len(seg)) for lufs, seg in zip(piece_loudness, segments, strict=True)]
+        )
+    speech = concatenate(joined, frame_rate=frame_rate)
+    return assemble_speech(speech, dest=dest, params=params, loudness=measured)
 
 
-def assemble_speech(speech: AudioSegment, *, dest: Path, params: AssemblyParams) -> int:
+# Marks "not measured yet" (None means measured and silent).
+UNMEASURED = float("nan")
+
+
+def assemble_speech(
+    speech: AudioSegment, *, dest: Path, params: AssemblyParams, loudness: float | None = UNMEASURED
+) -> int:
     """Frame one speech segment as an announcement (see the module doc), encode it to dest, measure it."""
     frame_rate = speech.frame_rate
     speech = speech.set_channels(1).set_sample_width(SAMPLE_WIDTH).fade_in(params.fade_ms)
@@ -158,43 +179,40 @@ def assemble_speech(speech: AudioSegment, *, dest: Path, params: AssemblyParams)
     gain = 0.0
     target = params.target_lufs
     if target is not None:
-        measured = integrated_loudness(speech)
+        measured = integrated_loudness(speech) if loudness is not None and math.isnan(loudness) else loudness
         if measured is not None:
             gain = target - measured
 
     def silence(ms: int) -> AudioSegment:
         return AudioSegment.silent(duration=ms, frame_rate=frame_rate)
 
-    loud_speech = _gain(speech, gain)
     parts = [silence(params.lead_in_ms)]
     if params.chime:
-        parts += [_level_chime(frame_rate, target), silence(CHIME_GAP_MS)]
+        parts += [_level_chime(frame_rate, target, gain), silence(CHIME_GAP_MS)]
     for i in range(params.repeat):
         if i:
             parts.append(silence(params.repeat_gap_ms))
-        parts.append(loud_speech)
+        parts.append(speech)
     if params.closing_chime:
-        parts += [silence(CHIME_GAP_MS), _level_chime(frame_rate, target)]
+        parts += [silence(CHIME_GAP_MS), _level_chime(frame_rate, target, gain)]
     parts.append(silence(params.tail_ms))
-    whole = concatenate(parts, frame_rate=frame_rate, sample_width=GAIN_SAMPLE_WIDTH)
+    whole = concatenate(parts, frame_rate=frame_rate)
 
+    # The speech gain is applied by ffmpeg on the way to the encoder (in float: no clipping before
+    # the limiter); the chime was levelled relative to it.
     ceiling = 10 ** (params.peak_db / 20)
-    limit = ceiling if whole.max > ceiling * whole.max_possible_amplitude else None
+    peak_after = whole.max / whole.max_possible_amplitude * 10 ** (gain / 20)
     encode_mp3(
         whole,
         dest=dest,
         bitrate=params.bitrate,
         sample_rate=params.sample_rate,
         quality=params.lame_quality,
-        limit=limit,
+        gain_db=gain,
+        limit=ceiling if peak_after > ceiling else None,
         title=params.title,
     )
     return probe_duration_ms(dest)
-
-
-def _gain(segment: AudioSegment, db: float) -> AudioSegment:
-    wide = segment.set_sample_width(GAIN_SAMPLE_WIDTH)
-    return wide.apply_gain(db) if db else wide
 
 
 @functools.lru_cache(maxsize=8)
@@ -214,11 +232,14 @@ def chime(frame_rate: int) -> AudioSegment:
     return concatenate([ding, tail], frame_rate=frame_rate).overlay(dong, position=450)
 
 
-def _level_chime(frame_rate: int, target: float | None) -> AudioSegment:
+def _level_chime(frame_rate: int, target: float | None, speech_gain: float) -> AudioSegment:
+    """The chime, pre-scaled so that after the speech gain it sits CHIME_BELOW_LU under the target."""
     sound = chime(frame_rate)
     if target is None:
-        return sound.set_sample_width(GAIN_SAMPLE_WIDTH)
-    return _gain(sound, target - CHIME_BELOW_LU - _chime_loudness(frame_rate))
+        return sound
+    wanted = target - CHIME_BELOW_LU - _chime_loudness(frame_rate)
+    # Its peak is -6 dBFS: up to +5 dB of relative boost stays clear of clipping in 16 bits.
+    return sound.apply_gain(min(wanted - speech_gain, 5.0))
 
 
 @functools.lru_cache(maxsize=8)
@@ -229,6 +250,42 @@ def _chime_loudness(frame_rate: int) -> float:
 _INTEGRATED = re.compile(r"Integrated loudness:\s*I:\s*(-?[\d.]+|-?inf) LUFS")
 
 
+def combine_loudness(parts: Sequence[tuple[float | None, int]]) -> float | None:
+    """Integrated loudness of pieces played one after another, from (LUFS, duration ms) of each.
+
+    Energy-weighted by duration. BS.1770 gates the whole programme at once; for pieces of one voice
+    reading one notice this differs from measuring the joined audio by well under 0.1 LU.
+    """
+    audible = [(lufs, ms) for lufs, ms in parts if lufs is not None and ms > 0]
+    if not audible:
+        return None
+    total = sum(ms for _, ms in audible)
+    energy = sum(ms * 10 ** (lufs / 10) for lufs, ms in audible) / total
+    return 10 * math.log10(energy)
+
+
+def file_loudness(path: Path) -> float | None:
+    """EBU R128 integrated loudness (LUFS) of an audio file; None when it is (near) silent."""
+    args = [
+        AudioSegment.converter, "-hide_banner", "-nostdin", "-nostats", "-i", str(path),
+        "-af", "ebur128", "-f", "null", "-",
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(args, capture_output=True, timeout=ENCODE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AudioError(f"cannot measure loudness with {args[0]}: {exc}") from exc
+    return _parse_integrated(result, args[0])
+
+
+def _parse_integrated(result: subprocess.CompletedProcess[bytes], program: str) -> float | None:
+    stderr = result.stderr.decode("utf-8", "replace")
+    found = _INTEGRATED.findall(stderr)
+    if result.returncode != 0 or not found:
+        raise AudioError(f"cannot measure loudness ({program} exit {result.returncode}): {stderr[-500:]}")
+    value = float(found[-1])
+    return value if value > SILENCE_LUFS else None
+
+
 def integrated_loudness(segment: AudioSegment) -> float | None:
     """EBU R128 integrated loudness (LUFS) of a mono segment; None when it is (near) silent."""
     args = [
@@ -237,17 +294,22 @@ def integrated_loudness(segment: AudioSegment) -> float | None:
         "-i", "pipe:0", "-af", "ebur128", "-f", "null", "-",
     ]  # fmt: skip
     try:
-        result = subprocess.run(
-            args, input=segment.raw_data, capture_output=True, timeout=ENCODE_TIMEOUT_S, check=False
-        )
+        result = _run_with_pcm(args, segment.raw_data)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AudioError(f"cannot measure loudness with {args[0]}: {exc}") from exc
-    stderr = result.stderr.decode("utf-8", "replace")
-    found = _INTEGRATED.findall(stderr)
-    if result.returncode != 0 or not found:
-        raise AudioError(f"cannot measure loudness ({args[0]} exit {result.returncode}): {stderr[-500:]}")
-    value = float(found[-1])
-    return value if value > SILENCE_LUFS else None
+    return _parse_integrated(result, args[0])
+
+
+def _run_with_pcm(args: list[str], pcm: bytes) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg with PCM on stdin.
+
+    Fed from an unnamed temporary file, not ``input=``: `subprocess.run` writes a pipe 512 bytes
+    per poll, which cost 0.3-0.6 s per 10 minutes of audio. The file has no name, so it cannot leak.
+    """
+    with tempfile.TemporaryFile() as feed:
+        feed.write(pcm)
+        feed.seek(0)
+        return subprocess.run(args, stdin=feed, capture_output=True, timeout=ENCODE_TIMEOUT_S, check=False)
 
 
 def encode_mp3(
@@ -257,19 +319,23 @@ def encode_mp3(
     bitrate: str,
     sample_rate: int,
     quality: int = LAME_QUALITY,
+    gain_db: float = 0.0,
     limit: float | None = None,
     title: str = "",
 ) -> None:
     """Encode a segment to a mono MP3 file with ffmpeg, resampling to sample_rate.
 
-    ``limit`` (0..1 of full scale) puts a peak limiter in front of the encoder; ``title`` becomes
-    the ID3 title.
+    ``gain_db`` is applied first (in float), then ``limit`` (0..1 of full scale) puts a peak limiter
+    in front of the encoder; ``title`` becomes the ID3 title.
 
     Not ``AudioSegment.export``: that writes a WAV copy and an MP3 copy to the system temp dir and
     leaks both when ffmpeg fails or is missing. Here the PCM goes to ffmpeg's stdin and the MP3
     straight to dest (a staging file the caller removes on failure).
     """
-    filters = ["-af", f"alimiter=limit={limit:.4f}:level=disabled:latency=1"] if limit else []
+    chain = [f"volume={gain_db:.3f}dB"] if gain_db else []
+    if limit:
+        chain.append(f"alimiter=limit={limit:.4f}:level=disabled:latency=1")
+    filters = ["-af", ",".join(chain)] if chain else []
     tags = ["-metadata", f"title={title}", "-id3v2_version", "3"] if title else []
     args = [
         AudioSegment.converter, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
@@ -280,9 +346,7 @@ def encode_mp3(
         "-ac", "1", "-f", "mp3", str(dest),
     ]  # fmt: skip
     try:
-        result = subprocess.run(
-            args, input=segment.raw_data, capture_output=True, timeout=ENCODE_TIMEOUT_S, check=False
-        )
+        result = _run_with_pcm(args, segment.raw_data)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AudioError(f"cannot encode MP3 with {args[0]}: {exc}") from exc
     if result.returncode != 0:

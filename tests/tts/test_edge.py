@@ -80,7 +80,9 @@ def test_long_notice_is_cut_at_sentence_ends_under_the_service_limit(
 ):
     sentence = "各位村民请注意，今年城乡居民医保缴费工作已经开始，请大家按时缴纳，不要错过时间！"
     text = sentence * 60  # ~2,400 characters, ~7,000 UTF-8 bytes
-    result = service.synthesize_sync(session=db, settings=settings, text=text, voice="zh-CN-XiaoxiaoNeural")
+    # The fake makes real MP3 with espeak-ng + ffmpeg: allow it more than the stall tests' 2 s.
+    patient = settings.model_copy(update={"tts": settings.tts.model_copy(update={"edge_timeout_s": 30.0})})
+    result = service.synthesize_sync(session=db, settings=patient, text=text, voice="zh-CN-XiaoxiaoNeural")
     assert result.asset.engine == "edge"
     assert len(fake_edge.requests) >= 3
     for request in fake_edge.requests:
