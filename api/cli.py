@@ -183,6 +183,38 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tts_cleanup(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from playlists.models import PlaylistItem
+    from scheduler.models import Broadcast, Occurrence
+    from tts import service as tts_service
+
+    settings = _settings(args)
+    with _session_factory(settings)() as session:
+        referenced = {
+            i
+            for column in (Broadcast.asset_id, Occurrence.asset_id, PlaylistItem.asset_id)
+            for i in session.scalars(select(column).where(column.is_not(None)))
+        }
+        report = tts_service.cleanup(
+            session=session,
+            settings=settings,
+            referenced_ids=referenced,
+            min_age=timedelta(hours=args.min_age_hours),
+            dry_run=args.dry_run,
+        )
+    verb = "would remove" if args.dry_run else "removed"
+    print(
+        f"{verb} {report.assets_removed} unused assets and {report.files_removed} files "
+        f"({report.bytes_freed / 1e6:.1f} MB); "
+        f"kept {report.assets_kept_young} younger than {args.min_age_hours} h"
+    )
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -238,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password")
     data_dir(p)
     p.set_defaults(func=cmd_users_add)
+
+    p = sub.add_parser("tts", help="speech assets")
+    tsub = p.add_subparsers(dest="tts_command", required=True)
+    p = tsub.add_parser("cleanup", help="delete audio no broadcast or playlist uses")
+    p.add_argument("--min-age-hours", type=float, default=24.0, help="keep unused assets younger than this")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    data_dir(p)
+    p.set_defaults(func=cmd_tts_cleanup)
 
     p = sub.add_parser("db", help="database")
     dsub = p.add_subparsers(dest="db_command", required=True)
