@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -28,6 +28,10 @@ PREFIX = f"cx/v{VERSION}"
 # Oversized messages are dropped before parsing: a play command is ~600 bytes.
 MAX_COMMAND_BYTES = 16 * 1024
 MAX_REPORT_BYTES = 4 * 1024
+
+# A command other than `play` may be acted on until this long after it was issued (a play says
+# itself how long it may start: its own `expires_at`).
+COMMAND_TTL_S = 300.0
 
 QOS_COMMAND = 1
 QOS_REPORT = 1
@@ -114,6 +118,10 @@ class _Message(BaseModel):
 class _Command(_Message):
     cmd_id: str = Field(default_factory=new_cmd_id, min_length=8, max_length=64)
     issued_at: Timestamp = Field(default_factory=_now)
+    # After this the command is void: a speaker drops it (a late play is reported `skipped`).
+    expires_at: Timestamp = Field(
+        default_factory=lambda data: data["issued_at"] + timedelta(seconds=COMMAND_TTL_S)
+    )
 
 
 class PlayCommand(_Command):
@@ -176,6 +184,26 @@ class Report(_Message):
     error: str | None = Field(default=None, max_length=500)
 
 
+class CommandResult(_Message):
+    """What a speaker did with one non-play command (set_volume, test_tone, stop, sync)."""
+
+    cmd_id: str = Field(min_length=1, max_length=64)
+    type: str = Field(max_length=16)
+    ok: bool
+    error: str | None = Field(default=None, max_length=200)
+    at: Timestamp = Field(default_factory=_now)
+
+
+class Rejection(_Message):
+    """The last command a speaker refused: unsigned, badly signed, expired, replayed or malformed."""
+
+    reason: str = Field(max_length=32)
+    detail: str = Field(default="", max_length=200)
+    cmd_id: str | None = Field(default=None, max_length=64)
+    topic: str = Field(default="", max_length=200)
+    at: Timestamp = Field(default_factory=_now)
+
+
 class Status(_Message):
     """Retained heartbeat of a speaker."""
 
@@ -188,6 +216,13 @@ class Status(_Message):
     fault: str | None = Field(default=None, max_length=200)
     last_cmd_id: str | None = Field(default=None, max_length=64)
     at: Timestamp = Field(default_factory=_now)
+    # Added in the "Speakers" issue; optional, so older speakers stay valid.
+    clock_offset_s: float | None = Field(default=None, ge=-86400 * 366, le=86400 * 366)
+    pending: int | None = Field(default=None, ge=0, description="airings held locally, not yet final")
+    queued_reports: int | None = Field(default=None, ge=0)
+    rejected: dict[str, int] | None = Field(default=None, max_length=16)
+    last_rejection: Rejection | None = None
+    commands: list[CommandResult] | None = Field(default=None, max_length=8)
 
 
 ONLINE = b"1"
@@ -214,15 +249,28 @@ def _explain(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def parse_command(
-    payload: bytes,
-) -> PlayCommand | StopCommand | SetVolumeCommand | TestToneCommand | SyncCommand:
-    """Parse a command, or raise ProtocolError saying which field is wrong."""
+AnyCommand = PlayCommand | StopCommand | SetVolumeCommand | TestToneCommand | SyncCommand
+
+
+def load_command(payload: bytes) -> dict[str, object]:
+    """The JSON object of a command message (size and syntax checked), or raise ProtocolError."""
     data = _load(payload, MAX_COMMAND_BYTES)
+    if not isinstance(data, dict):
+        raise ProtocolError("a command must be a JSON object")
+    return data
+
+
+def command_from(data: object) -> AnyCommand:
+    """Validate a loaded command object, or raise ProtocolError saying which field is wrong."""
     try:
         return _command_adapter.validate_python(data)
     except ValidationError as exc:
         raise ProtocolError(_explain(exc)) from None
+
+
+def parse_command(payload: bytes) -> AnyCommand:
+    """Parse a command, or raise ProtocolError saying which field is wrong."""
+    return command_from(_load(payload, MAX_COMMAND_BYTES))
 
 
 def parse_report(payload: bytes) -> Report:

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -28,15 +29,68 @@ class DownloadError(RuntimeError):
 
 
 class AudioCache:
-    """A directory of verified audio files named by their sha256; share one per process."""
+    """A directory of verified audio files named by their sha256; share one per process.
 
-    def __init__(self, directory: Path, *, http: httpx.AsyncClient | None = None) -> None:
+    With `max_bytes`, the least recently used files are deleted after each download until the
+    total fits, except files pinned by airings still to come (a programme is never evicted).
+    """
+
+    def __init__(
+        self, directory: Path, *, http: httpx.AsyncClient | None = None, max_bytes: int | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob("*.part"):  # left by a download cut short by a crash
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self._http = http
         self._own_http = http is None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._pins: Counter[str] = Counter()
+        self.max_bytes = max_bytes
         self.downloads = 0  # completed HTTP downloads, for tests and statistics
+        self.evictions = 0
+
+    def pin(self, sha256: str) -> None:
+        """Keep this file: an airing still needs it."""
+        self._pins[sha256] += 1
+
+    def unpin(self, sha256: str) -> None:
+        """One airing no longer needs this file."""
+        self._pins[sha256] -= 1
+        if self._pins[sha256] <= 0:
+            del self._pins[sha256]
+
+    def size(self) -> int:
+        """Bytes of audio in the cache."""
+        return sum(p.stat().st_size for p in self._files())
+
+    def _files(self) -> list[Path]:
+        return [p for p in self.directory.iterdir() if p.is_file() and len(p.stem) == 64]
+
+    def prune(self) -> int:
+        """Delete least recently used unpinned files until the cache fits max_bytes; return how many."""
+        if self.max_bytes is None:
+            return 0
+        files = []
+        for path in self._files():
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                files.append((st.st_mtime, st.st_size, path))
+        total = sum(size for _, size, _ in files)
+        removed = 0
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            if path.stem in self._pins:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            total -= size
+            removed += 1
+            logger.info("audio cache over %s bytes: evicted %s", self.max_bytes, path.name)
+        self.evictions += removed
+        return removed
 
     def path_for(self, sha256: str, url: str = "") -> Path:
         """Where the file with this digest lives (it may not exist yet)."""
@@ -52,6 +106,8 @@ class AudioCache:
         """Return the local file for this digest, downloading and verifying it if needed."""
         path = self.path_for(sha256, url)
         if path.exists():
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: evicted last
             return path
         lock = self._locks.setdefault(sha256, asyncio.Lock())
         async with lock:
@@ -64,6 +120,7 @@ class AudioCache:
                 raise DownloadError(
                     f"download of {url} took longer than {DOWNLOAD_DEADLINE_S:.0f} s"
                 ) from None
+        self.prune()
         return path
 
     async def _download(self, url: str, sha256: str, size_bytes: int, path: Path) -> None:

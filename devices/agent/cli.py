@@ -15,6 +15,7 @@ from devices import protocol
 from devices.agent.cache import AudioCache
 from devices.agent.players import DEFAULT_PLAYER, make_player
 from devices.agent.speaker import BEHAVIOURS, Speaker, parse_broker_url
+from devices.signing import read_public_keys
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cache-dir", type=Path, default=Path("cunxiang-audio-cache"), help="audio cache directory"
     )
+    parser.add_argument(
+        "--cache-max-mb",
+        type=float,
+        default=512,
+        help="audio cache size limit; least recently used files go first (default 512)",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        help="pending airings and unsent reports, kept across restarts (default CACHE_DIR/state.json)",
+    )
+    parser.add_argument(
+        "--server-keys",
+        type=Path,
+        help="file of trusted server public keys, one `ed25519:...` per line "
+        "(`cunxiang keys show` prints it); commands not signed by one of them are dropped",
+    )
+    parser.add_argument(
+        "--insecure-accept-unsigned",
+        action="store_true",
+        help="do not check command signatures (a demo broker only; never in the field)",
+    )
     parser.add_argument("--username", help="MQTT user name (overrides the URL)")
     parser.add_argument("--password", help="MQTT password (overrides the URL)")
+    parser.add_argument(
+        "--password-file", type=Path, help="read the MQTT password from this file (first line)"
+    )
+    parser.add_argument("--ca-file", help="TLS: CA certificate(s) of the broker (mqtts://)")
+    parser.add_argument("--cert-file", help="TLS: client certificate, when the broker requires one")
+    parser.add_argument("--key-file", help="TLS: the client certificate's private key")
     parser.add_argument(
         "--behaviour", choices=BEHAVIOURS, default="ok", help="simulation: ok, fail or silent"
     )
@@ -70,6 +99,22 @@ def main(argv: list[str] | None = None) -> int:
         player = make_player(args.player)
     except ValueError as exc:
         errors.append(f"--player: {exc}")
+    keys = []
+    if args.server_keys is not None:
+        try:
+            keys = read_public_keys(args.server_keys.read_text().splitlines())
+            if not keys:
+                errors.append(f"--server-keys: no key in {args.server_keys}")
+        except (OSError, ValueError) as exc:
+            errors.append(f"--server-keys: {exc}")
+    elif not args.insecure_accept_unsigned:
+        errors.append("--server-keys FILE is required (or --insecure-accept-unsigned on a demo broker)")
+    password = args.password
+    if args.password_file is not None:
+        try:
+            password = args.password_file.read_text().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            errors.append(f"--password-file: cannot read a password from {args.password_file}: {exc}")
     if errors:
         for line in errors:
             print(f"cunxiang agent: error: {line}", file=sys.stderr)
@@ -77,16 +122,35 @@ def main(argv: list[str] | None = None) -> int:
     assert broker is not None
     if args.username is not None:
         broker = replace(broker, username=args.username)
-    if args.password is not None:
-        broker = replace(broker, password=args.password)
+    if password is not None:
+        broker = replace(broker, password=password)
+    if args.ca_file or args.cert_file or args.key_file:
+        broker = replace(broker, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file)
+    if args.insecure_accept_unsigned and not keys:
+        logger.warning("command signatures are NOT checked (--insecure-accept-unsigned)")
+
+    async def serve() -> None:
+        cache = AudioCache(args.cache_dir, max_bytes=int(args.cache_max_mb * 1024 * 1024))
+        speaker = Speaker(
+            args.device_id,
+            args.area,
+            broker=broker,
+            cache=cache,
+            player=player,
+            behaviour=args.behaviour,
+            trusted_keys=keys,
+            require_signatures=bool(keys) or not args.insecure_accept_unsigned,
+            state_file=args.state_file or args.cache_dir / "state.json",
+        )
+        await _serve(speaker, cache)
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.device_id, args.area, broker, args.cache_dir, player, args.behaviour))
+        asyncio.run(serve())
     return 0
 
 
-async def _serve(device_id, area, broker, cache_dir, player, behaviour) -> None:  # noqa: ANN001
-    cache = AudioCache(cache_dir)
-    speaker = Speaker(device_id, area, broker=broker, cache=cache, player=player, behaviour=behaviour)
+async def _serve(speaker: Speaker, cache: AudioCache) -> None:
+    device_id, area, broker = speaker.device_id, speaker.area_code, speaker.broker
     task = asyncio.create_task(speaker.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

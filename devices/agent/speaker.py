@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import random
+import socket
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from devices import protocol
 from devices.agent.cache import AudioCache, DownloadError
 from devices.agent.players import NullPlayer, Player, PlayerError
 from devices.protocol import (
+    CommandResult,
     PlayCommand,
     ProtocolError,
+    Rejection,
     Report,
     ReportState,
     SetVolumeCommand,
@@ -31,6 +37,7 @@ from devices.protocol import (
     SyncCommand,
     TestToneCommand,
 )
+from devices.signing import SignatureError, Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +62,35 @@ CANCEL_RETRY_S = GOODBYE_TIMEOUT_S + 1.0
 # Added to the wait for start_at: the loop's timer may fire a hair early against the wall clock.
 START_SLACK_S = 0.005
 
-FIRMWARE = "cunxiang-agent/0.1"
+# The status is published at most this often, however many changes (or forged commands) arrive.
+STATUS_MIN_INTERVAL_S = 0.5
+# Clock offset: the largest (issued_at - arrival) of the last samples is the estimate; network and
+# queueing delays only ever make a sample smaller.
+CLOCK_SAMPLES = 16
+# Command ids remembered against replays (each until its command expires).
+REMEMBERED_COMMANDS = 10_000
+# Results of non-play commands carried in the status, newest last.
+COMMAND_RESULTS_KEPT = 8
+# The state file (pending airings, queued reports, seen ids) is written at most this often.
+STATE_SAVE_DELAY_S = 0.2
+# A rejection of the same reason is logged at WARNING at most this often (a flood stays countable).
+REJECTION_LOG_INTERVAL_S = 10.0
+# Simulation: a "flaky" speaker's link stays up this long, then drops for FLAKY_DOWN_S.
+FLAKY_UP_S = 20.0
+FLAKY_DOWN_S = 8.0
+# Simulation: a "drift" speaker's clock runs this far ahead of the true time.
+SIM_DRIFT_S = 120.0
+
+FIRMWARE = "cunxiang-agent/0.2"
+INTERRUPTED_BY_RESTART = "the speaker program restarted during playback"
 STOPPED_BY_SERVER = "stopped by server"
 SIMULATED_FAILURE = "simulated playback failure"
 FINAL_STATES: frozenset[str] = frozenset({"played", "failed", "skipped", "preempted"})
 
-Behaviour = Literal["ok", "fail", "silent"]
-BEHAVIOURS: tuple[str, ...] = ("ok", "fail", "silent")
+# ok; fail (every playback fails); silent (ignores commands); flaky (the link drops now and then);
+# drift (the clock runs SIM_DRIFT_S ahead).
+Behaviour = Literal["ok", "fail", "silent", "flaky", "drift"]
+BEHAVIOURS: tuple[str, ...] = ("ok", "fail", "silent", "flaky", "drift")
 
 
 @dataclass(frozen=True)
@@ -73,6 +102,9 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: str | None = None  # CA bundle that signed the broker's certificate (default: system CAs)
+    cert_file: str | None = None  # client certificate, when the broker requires one
+    key_file: str | None = None
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -94,12 +126,20 @@ def parse_broker_url(url: str) -> BrokerAddress:
     )
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _iso_ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _drop_socket(client: aiomqtt.Client) -> None:
+    """Close the connection's socket without DISCONNECT, as a cut cable would (simulation)."""
+    sock = client._client.socket()  # noqa: SLF001 - paho gives no other way to fail a link
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
@@ -134,7 +174,13 @@ class _Slot:
 
 
 class Speaker:
-    """The behaviour of one loudspeaker box, independent of how many share a process."""
+    """The behaviour of one loudspeaker box, independent of how many share a process.
+
+    Commands must be signed by one of `trusted_keys` (docs/protocol.md §9). `require_signatures=False`
+    turns the check off: only for simulated speakers on a demo broker that were given no keys.
+    With a `state_file`, airings received but not yet final, reports not yet sent and the ids of
+    handled commands survive a restart of the program (断网续播).
+    """
 
     def __init__(
         self,
@@ -146,6 +192,9 @@ class Speaker:
         player: Player | None = None,
         behaviour: Behaviour = "ok",
         volume: int = 80,
+        trusted_keys: Sequence[Ed25519PublicKey] = (),
+        require_signatures: bool = True,
+        state_file: Path | None = None,
     ) -> None:
         if not protocol.DEVICE_ID_RE.match(device_id):
             raise ValueError(f"device id must be 1-64 of A-Z a-z 0-9 _ . -: {device_id!r}")
@@ -159,16 +208,28 @@ class Speaker:
         self.player: Player = player or NullPlayer()
         self.behaviour = behaviour
         self.volume = volume
+        self.verifier = Verifier(trusted_keys)
+        self.require_signatures = require_signatures
+        self.state_file = state_file
+        # Simulation of a wrong clock: this speaker believes it is this many seconds later than it is.
+        self.clock_skew_s = SIM_DRIFT_S if behaviour == "drift" else 0.0
         self.fault: str | None = None
         self.last_cmd_id: str | None = None
         self.ready = asyncio.Event()  # set while connected and subscribed
-        self.counters: Counter[str] = Counter()  # messages, malformed, duplicate, ignored, connects
+        # messages, malformed, rejected, duplicate, ignored, sessions_ready, link_cuts
+        self.counters: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # rejected commands by reason
+        self.last_rejection: Rejection | None = None
         self.reports: list[Report] = []  # every report produced, in order
         self.outcomes: dict[int, Report] = {}  # final report per occurrence
         self.on_final: Callable[[Report], None] | None = None  # called with each final report
         self._started = time.monotonic()
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._stopped_early: OrderedDict[int, None] = OrderedDict()
+        self._cmd_ids: OrderedDict[str, datetime] = OrderedDict()  # handled command id -> expiry
+        self._clock_samples: deque[float] = deque(maxlen=CLOCK_SAMPLES)
+        self._results: deque[CommandResult] = deque(maxlen=COMMAND_RESULTS_KEPT)
+        self._rejection_logged: dict[str, float] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancel_reason: dict[int, str] = {}
         self._downloading: set[int] = set()
@@ -180,17 +241,40 @@ class Speaker:
         self._status_dirty = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._last_session_ready = False
+        # Pending airings: occurrence -> (topic, raw signed command, last state reported)
+        self._pending: dict[int, tuple[str, bytes, str]] = {}
+        self._save_handle: asyncio.TimerHandle | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._link_down_until = 0.0
+        self._cutting = False
+
+    # ------------------------------------------------------------ clock
+
+    def now(self) -> datetime:
+        """This speaker's idea of the time (its own clock, wrong by clock_skew_s in simulation)."""
+        moment = datetime.now(UTC)
+        return moment + timedelta(seconds=self.clock_skew_s) if self.clock_skew_s else moment
+
+    @property
+    def clock_offset_s(self) -> float | None:
+        """Server time minus this speaker's time, estimated from signed `issued_at`; None until known."""
+        if not self._clock_samples:
+            return None
+        return round(max(self._clock_samples), 3)
 
     # ------------------------------------------------------------ connection
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with capped exponential backoff."""
+        self._load_state()
         delay = RECONNECT_MIN_S
+        flaky = asyncio.create_task(self._flap()) if self.behaviour == "flaky" else None
         try:
             while True:
                 self._last_session_ready = False
+                self._session_task = asyncio.create_task(self._session())
                 try:
-                    await self._session()
+                    await self._session_task
                 except aiomqtt.MqttError as exc:
                     logger.warning(
                         "%s: MQTT connection to %s:%s lost or refused: %s",
@@ -199,20 +283,49 @@ class Speaker:
                         self.broker.port,
                         exc,
                     )
+                except asyncio.CancelledError:
+                    if not self._cutting:
+                        raise
+                    self._cutting = False
                 except Exception:
                     # A bug must not silence a loudspeaker for good: log it and reconnect.
                     logger.exception("%s: unexpected error in the MQTT session", self.device_id)
+                finally:
+                    self._session_task = None
                 if self._last_session_ready:
                     delay = RECONNECT_MIN_S  # it worked once: the next failure starts the backoff afresh
                 pause = delay * random.uniform(0.75, 1.25)
+                pause = max(pause, self._link_down_until - time.monotonic())
                 logger.info("%s: reconnecting in %.1f s", self.device_id, pause)
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, RECONNECT_MAX_S)
         finally:
-            await cancel_and_wait([*self._tasks.values(), *self._background])
+            await cancel_and_wait([*self._tasks.values(), *self._background, *filter(None, [flaky])])
+            self._save_state()
+
+    def cut_link(self, down_s: float) -> None:
+        """Simulate a network outage: drop the connection abruptly (the broker fires the last will)
+        and stay offline for down_s seconds. Airings already received keep their times."""
+        self._link_down_until = time.monotonic() + down_s
+        task = self._session_task
+        if task is not None and not task.done():
+            self._cutting = True
+            self.counters["link_cuts"] += 1
+            task.cancel()
+
+    async def _flap(self) -> None:
+        while True:
+            await asyncio.sleep(FLAKY_UP_S * random.uniform(0.5, 1.5))
+            self.cut_link(FLAKY_DOWN_S)
+            await asyncio.sleep(FLAKY_DOWN_S)
 
     def _client(self) -> aiomqtt.Client:
         online = protocol.device_topic(self.device_id, "online")
+        tls = None
+        if self.broker.tls:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=self.broker.ca_file, certfile=self.broker.cert_file, keyfile=self.broker.key_file
+            )
         return aiomqtt.Client(
             self.broker.host,
             self.broker.port,
@@ -224,7 +337,7 @@ class Speaker:
             keepalive=KEEPALIVE_S,
             timeout=MQTT_TIMEOUT_S,
             will=aiomqtt.Will(online, protocol.OFFLINE, qos=1, retain=True),
-            tls_params=aiomqtt.TLSParameters() if self.broker.tls else None,
+            tls_params=tls,
         )
 
     async def _session(self) -> None:
@@ -253,6 +366,10 @@ class Speaker:
                     self.ready.clear()
                     await cancel_and_wait(helpers)
             except asyncio.CancelledError:
+                if self._cutting:
+                    # A network outage says no goodbye: close the socket under paho, as a dead link would.
+                    _drop_socket(client)
+                    raise
                 # A clean DISCONNECT suppresses the last will, so say goodbye ourselves.
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(GOODBYE_TIMEOUT_S):
@@ -277,6 +394,7 @@ class Speaker:
                     continue
                 if self._outbox and self._outbox[0][1] is payload:
                     self._outbox.popleft()
+                    self._save_soon()
             self._outbox_ready.clear()
             await self._outbox_ready.wait()
 
@@ -290,6 +408,7 @@ class Speaker:
                 )
             except aiomqtt.MqttError as exc:
                 logger.debug("%s: status not acknowledged: %s", self.device_id, exc)
+            await asyncio.sleep(STATUS_MIN_INTERVAL_S)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEARTBEAT_INTERVAL_S):
                     await self._status_dirty.wait()
@@ -312,12 +431,19 @@ class Speaker:
             uptime_s=round(time.monotonic() - self._started, 1),
             fault=self.fault[:200] if self.fault else None,
             last_cmd_id=self.last_cmd_id,
+            at=self.now(),
+            clock_offset_s=self.clock_offset_s,
+            pending=len(self._pending),
+            queued_reports=len(self._outbox),
+            rejected=dict(self.rejected.most_common(16)) or None,
+            last_rejection=self.last_rejection,
+            commands=list(self._results) or None,
         )
 
     # ------------------------------------------------------------ commands
 
     def handle(self, topic: str, payload: object) -> None:
-        """Act on one incoming command message; malformed ones are logged, counted and dropped."""
+        """Act on one incoming command message; bad ones are logged, counted, dropped and reported."""
         if topic not in self.topics:
             # Only a misbehaving broker delivers these; never treat them as commands.
             self.counters["foreign_topic"] += 1
@@ -328,11 +454,9 @@ class Speaker:
             payload = payload.encode()
         if not isinstance(payload, bytes | bytearray):
             payload = b"" if payload is None else str(payload).encode()
-        try:
-            command = protocol.parse_command(bytes(payload))
-        except ProtocolError as exc:
-            self.counters["malformed"] += 1
-            logger.warning("%s: dropped malformed command on %s: %s", self.device_id, topic, exc)
+        raw = bytes(payload)
+        command = self._accept(topic, raw)
+        if command is None:
             return
         if self.behaviour == "silent":
             self.counters["ignored"] += 1
@@ -340,23 +464,90 @@ class Speaker:
         self.last_cmd_id = command.cmd_id
         match command:
             case PlayCommand():
-                self._on_play(command)
+                self._on_play(command, topic=topic, raw=raw)
             case StopCommand():
                 self._on_stop(command)
+                self._result(command, ok=True)
             case SetVolumeCommand():
                 self.volume = command.volume
-                self._status_dirty.set()
+                self._result(command, ok=True)
+                self._save_soon()
             case SyncCommand():
-                self._status_dirty.set()
+                self._result(command, ok=True)
             case TestToneCommand():
                 self._spawn(self._run_tone(command))
+
+    def _accept(self, topic: str, raw: bytes) -> protocol.AnyCommand | None:
+        """Parse and verify one command: None (counted, logged, reported) if it must be dropped."""
+        try:
+            data = protocol.load_command(raw)
+            command = protocol.command_from(data)
+        except ProtocolError as exc:
+            self.counters["malformed"] += 1
+            self._reject("malformed", str(exc), topic=topic)
+            return None
+        if self.require_signatures:
+            try:
+                self.verifier.verify(data, topic)
+            except SignatureError as exc:
+                self._reject(exc.reason, exc.detail, topic=topic, cmd_id=command.cmd_id)
+                return None
+        # Only authentic issued_at values may move the clock estimate.
+        self._clock_samples.append((command.issued_at - self.now()).total_seconds())
+        if command.cmd_id in self._cmd_ids:
+            # A QoS 1 redelivery, the same command on another of our topics, or a replay: same bytes.
+            self.counters["duplicate"] += 1
+            logger.debug("%s: command %s already handled", self.device_id, command.cmd_id)
+            return None
+        now = self.now()
+        if not isinstance(command, PlayCommand) and now > command.expires_at:
+            self._reject(
+                "expired",
+                f"expired at {_iso(command.expires_at)}, received at {_iso(now)}",
+                topic=topic,
+                cmd_id=command.cmd_id,
+            )
+            return None
+        self._cmd_ids[command.cmd_id] = command.expires_at
+        while len(self._cmd_ids) > REMEMBERED_COMMANDS:
+            self._cmd_ids.popitem(last=False)
+        self._save_soon()
+        return command
+
+    def _reject(self, reason: str, detail: str, *, topic: str, cmd_id: str | None = None) -> None:
+        self.counters["rejected"] += 1
+        self.rejected[reason] += 1
+        self.last_rejection = Rejection(
+            reason=reason[:32], detail=detail[:200], cmd_id=cmd_id[:64] if cmd_id else None,
+            topic=topic[:200], at=self.now(),
+        )  # fmt: skip
+        self._status_dirty.set()
+        last = self._rejection_logged.get(reason, -REJECTION_LOG_INTERVAL_S)
+        if time.monotonic() - last >= REJECTION_LOG_INTERVAL_S:
+            self._rejection_logged[reason] = time.monotonic()
+            logger.warning(
+                "%s: dropped command on %s (%s: %s); %d %s so far",
+                self.device_id, topic, reason, detail, self.rejected[reason], reason,
+            )  # fmt: skip
+
+    def _result(self, command: protocol.AnyCommand, *, ok: bool, error: str | None = None) -> None:
+        self._results.append(
+            CommandResult(
+                cmd_id=command.cmd_id,
+                type=command.type,
+                ok=ok,
+                error=error[:200] if error else None,
+                at=self.now(),
+            )  # fmt: skip
+        )
+        self._status_dirty.set()
 
     def _remember(self, store: OrderedDict[int, None], occurrence_id: int) -> None:
         store[occurrence_id] = None
         while len(store) > REMEMBERED_OCCURRENCES:
             store.popitem(last=False)
 
-    def _on_play(self, command: PlayCommand) -> None:
+    def _on_play(self, command: PlayCommand, *, topic: str = "", raw: bytes = b"") -> None:
         occurrence = command.occurrence_id
         if occurrence in self._seen:
             self.counters["duplicate"] += 1
@@ -366,7 +557,7 @@ class Speaker:
         if occurrence in self._stopped_early:
             self._report(occurrence, "skipped", error=STOPPED_BY_SERVER)
             return
-        now = _now()
+        now = self.now()
         if now >= command.expires_at:
             self._report(
                 occurrence,
@@ -374,6 +565,9 @@ class Speaker:
                 error=f"expired at {_iso(command.expires_at)} before it was received at {_iso(now)}",
             )
             return
+        # Kept on disk until final, so a restart (or a dead link) does not lose the airing.
+        self._pending[occurrence] = (topic, raw, "")
+        self.cache.pin(command.sha256)
         task = asyncio.create_task(self._run_play(command), name=f"{self.device_id}:{occurrence}")
         self._tasks[occurrence] = task
 
@@ -395,10 +589,11 @@ class Speaker:
             # The stop overtook its play command (different topics): skip the play when it arrives.
             self._remember(self._stopped_early, occurrence)
 
-    async def _run_play(self, command: PlayCommand) -> None:
+    async def _run_play(self, command: PlayCommand, *, announce: bool = True) -> None:
         occurrence = command.occurrence_id
         try:
-            self._report(occurrence, "received")
+            if announce:
+                self._report(occurrence, "received")
             self._downloading.add(occurrence)
             try:
                 path = await self.cache.fetch(command.audio_url, command.sha256, command.size_bytes)
@@ -408,7 +603,7 @@ class Speaker:
                 return
             finally:
                 self._downloading.discard(occurrence)
-            delay = (command.start_at - _now()).total_seconds()
+            delay = (command.start_at - self.now()).total_seconds()
             if delay > 0:
                 await asyncio.sleep(delay + START_SLACK_S)
             await self._acquire(command)
@@ -425,10 +620,12 @@ class Speaker:
         finally:
             self._tasks.pop(occurrence, None)
             self._cancel_reason.pop(occurrence, None)
+            if occurrence in self.outcomes:
+                self.cache.unpin(command.sha256)
 
     async def _play(self, command: PlayCommand, path: Path) -> None:
         occurrence = command.occurrence_id
-        now = _now()
+        now = self.now()
         if now >= command.expires_at:
             self._report(
                 occurrence,
@@ -497,18 +694,25 @@ class Speaker:
             logger.info(
                 "%s: test tone ignored, occurrence %s is playing", self.device_id, self._slot.occurrence_id
             )
+            self._result(command, ok=False, error=f"busy: occurrence {self._slot.occurrence_id} is playing")
             return
         slot = _Slot(None, -1, asyncio.current_task())  # type: ignore[arg-type]
         self._slot = slot
         self._status_dirty.set()
         try:
+            if self.behaviour == "fail":
+                raise PlayerError(SIMULATED_FAILURE)
             await self.player.tone(command.duration_s, self.volume, self.cache.directory)
         except PlayerError as exc:
             self.fault = f"test tone: {exc}"
             logger.warning("%s: test tone failed: %s", self.device_id, exc)
+            self._result(command, ok=False, error=str(exc))
         except asyncio.CancelledError:
             if slot.interrupted_by is None:
                 raise
+            self._result(command, ok=False, error=f"interrupted: {slot.interrupted_by}")
+        else:
+            self._result(command, ok=True)
         finally:
             await self._release()
 
@@ -531,18 +735,120 @@ class Speaker:
             device_id=self.device_id,
             occurrence_id=occurrence_id,
             state=state,
+            at=self.now(),
             seconds_played=round(seconds_played, 2) if seconds_played is not None else None,
             error=error[:500] if error else None,
         )
         self.reports.append(report)
         if state in FINAL_STATES:
             self.outcomes[occurrence_id] = report
+            self._pending.pop(occurrence_id, None)
             if self.on_final is not None:
                 self.on_final(report)
+        elif occurrence_id in self._pending:
+            topic, raw, _ = self._pending[occurrence_id]
+            self._pending[occurrence_id] = (topic, raw, state)
         logger.debug("%s: occurrence %s %s %s", self.device_id, occurrence_id, state, error or "")
         self._outbox.append((protocol.device_topic(self.device_id, "report"), protocol.encode(report)))
         self._outbox_ready.set()
+        self._save_soon()
 
     def final_states(self) -> list[tuple[int, str]]:
         """(occurrence id, final state) in the order they finished."""
         return [(occ, report.state) for occ, report in self.outcomes.items()]
+
+    # ------------------------------------------------------------ state on disk
+
+    def _save_soon(self) -> None:
+        if self.state_file is None or self._save_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._save_state()
+            return
+        self._save_handle = loop.call_later(STATE_SAVE_DELAY_S, self._save_state)
+
+    def _save_state(self) -> None:
+        """Write pending airings, queued reports, volume and handled ids (atomically)."""
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+            self._save_handle = None
+        if self.state_file is None:
+            return
+        now = datetime.now(UTC)
+        state = {
+            "v": 1,
+            "device_id": self.device_id,
+            "volume": self.volume,
+            "pending": [
+                {"topic": topic, "command": raw.decode(), "state": last}
+                for topic, raw, last in self._pending.values()
+            ],
+            "outbox": [[topic, payload.decode()] for topic, payload in self._outbox],
+            "commands": {cid: _iso_ms(exp) for cid, exp in self._cmd_ids.items() if exp > now},
+            "occurrences": list(self._seen)[-REMEMBERED_OCCURRENCES:],
+        }
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+            tmp.write_text(json.dumps(state, ensure_ascii=False))
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            logger.error("%s: cannot write state file %s: %s", self.device_id, self.state_file, exc)
+
+    def _load_state(self) -> None:
+        """Restore what a previous run left: queued reports first, then the pending airings."""
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            state = json.loads(self.state_file.read_text())
+            if state.get("device_id") != self.device_id:
+                raise ValueError(f"state file belongs to {state.get('device_id')!r}")
+            volume = int(state.get("volume", self.volume))
+            self.volume = volume if 0 <= volume <= 100 else self.volume
+            for topic, payload in state.get("outbox", []):
+                self._outbox.append((str(topic), str(payload).encode()))
+            for cid, expires in state.get("commands", {}).items():
+                self._cmd_ids[str(cid)] = datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
+            for occurrence in state.get("occurrences", []):
+                self._remember(self._seen, int(occurrence))
+            pending = list(state.get("pending", []))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            logger.error("%s: ignoring unreadable state file %s: %s", self.device_id, self.state_file, exc)
+            return
+        if self._outbox:
+            self._outbox_ready.set()
+        for item in pending:
+            raw = str(item.get("command", "")).encode()
+            self._restore(str(item.get("topic", "")), raw, item.get("state"))
+        logger.info(
+            "%s: restored %d pending airings and %d queued reports",
+            self.device_id, len(self._pending), len(self._outbox),
+        )  # fmt: skip
+
+    def _restore(self, topic: str, raw: bytes, last_state: object) -> None:
+        # The command is checked again: a state file is no more trusted than the broker.
+        try:
+            data = protocol.load_command(raw)
+            command = protocol.command_from(data)
+            if self.require_signatures:
+                self.verifier.verify(data, topic)
+        except (ProtocolError, SignatureError) as exc:
+            logger.error("%s: dropped a pending airing from the state file: %s", self.device_id, exc)
+            return
+        if not isinstance(command, PlayCommand) or command.occurrence_id in self.outcomes:
+            return
+        occurrence = command.occurrence_id
+        self._remember(self._seen, occurrence)
+        self._pending[occurrence] = (topic, raw, str(last_state or ""))
+        if last_state == "playing":
+            # It was on air when the program stopped: that airing is lost, say so.
+            self._report(occurrence, "failed", error=INTERRUPTED_BY_RESTART)
+            return
+        self.cache.pin(command.sha256)
+        announce = last_state not in ("received",)
+        task = asyncio.create_task(
+            self._run_play(command, announce=announce), name=f"{self.device_id}:{occurrence}"
+        )
+        self._tasks[occurrence] = task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from devices.agent.cache import AudioCache
 from devices.agent.players import CommandPlayer, Player
 from devices.agent.speaker import Speaker, parse_broker_url
 from devices.protocol import PlayCommand, Report, Status
+from devices.signing import Signer
 from tests.fixtures_mqtt import AudioServer, BrokerThread, MosquittoProcess, clear_retained, free_port
 
 COUNTY = "341225000000"
@@ -31,6 +33,13 @@ VILLAGE = "341225100201"
 OTHER_TOWNSHIP = "341225101000"
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 8.0
+# The "server" key of these tests: every speaker under test trusts it.
+SIGNER = Signer.generate()
+
+
+def signed(command: BaseModel, topic: str, signer: Signer = SIGNER) -> bytes:
+    """The command as the server would publish it on this topic."""
+    return json.dumps(signer.sign(json.loads(protocol.encode(command)), [topic])).encode()
 
 
 @pytest.fixture(autouse=True)
@@ -90,8 +99,8 @@ class Harness:
             self._changed.set()
 
     async def send(self, topic: str, command: BaseModel | bytes) -> None:
-        """Publish a command (or raw bytes) at QoS 1."""
-        payload = command if isinstance(command, bytes) else protocol.encode(command)
+        """Publish a command signed for this topic (or raw bytes, as they are) at QoS 1."""
+        payload = command if isinstance(command, bytes) else signed(command, topic)
         await self.control.publish(topic, payload, qos=1)
 
     async def until(self, predicate: object, limit_s: float = WAIT_S) -> None:
@@ -130,11 +139,15 @@ async def running(
     area: str = VILLAGE,
     behaviour: str = "ok",
     player: Player | None = None,
+    state_file: Path | None = None,
 ) -> AsyncIterator[Harness]:
     """Run one speaker and a control client on the broker for the duration of the block."""
     device_id = new_id()
     cache = AudioCache(cache_dir)
-    speaker = Speaker(device_id, area, broker=broker_url, cache=cache, player=player, behaviour=behaviour)  # type: ignore[arg-type]
+    speaker = Speaker(
+        device_id, area, broker=broker_url, cache=cache, player=player, behaviour=behaviour,  # type: ignore[arg-type]
+        trusted_keys=[SIGNER.public_key], state_file=state_file,
+    )  # fmt: skip
     address = parse_broker_url(broker_url)
     control = aiomqtt.Client(
         address.host, address.port, identifier=f"ctl-{device_id}", protocol=aiomqtt.ProtocolVersion.V311
@@ -390,6 +403,7 @@ def test_last_will_marks_a_killed_agent_offline(broker_url: str, tmp_path: Path)
     argv = [
         sys.executable, "-m", "devices.agent.cli", "--device-id", device_id, "--area", VILLAGE,
         "--broker", broker_url, "--player", "null", "--cache-dir", str(tmp_path), "--log-level", "WARNING",
+        "--insecure-accept-unsigned",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     agent = subprocess.Popen(argv, cwd=REPO, env=env)
@@ -438,7 +452,9 @@ def test_reconnects_after_the_broker_restarts(kind: str, audio_server: AudioServ
 
     async def scenario() -> None:
         nonlocal broker
-        speaker = Speaker(new_id(), VILLAGE, broker=url, cache=tmp_path / "cache")
+        speaker = Speaker(
+            new_id(), VILLAGE, broker=url, cache=tmp_path / "cache", trusted_keys=[SIGNER.public_key]
+        )
         task = asyncio.create_task(speaker.run())
         try:
             async with asyncio.timeout(WAIT_S):
@@ -450,8 +466,8 @@ def test_reconnects_after_the_broker_restarts(kind: str, audio_server: AudioServ
             async with asyncio.timeout(WAIT_S):
                 await speaker.ready.wait()
             async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V311) as server:
-                command = protocol.encode(play(audio_server, 121))
-                await server.publish(protocol.area_command_topic(VILLAGE), command, qos=1)
+                topic = protocol.area_command_topic(VILLAGE)
+                await server.publish(topic, signed(play(audio_server, 121), topic), qos=1)
             await eventually(lambda: 121 in speaker.outcomes)
             assert speaker.outcomes[121].state == "played"
             assert speaker.counters["sessions_ready"] == 2

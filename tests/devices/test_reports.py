@@ -11,7 +11,7 @@ from core.clock import utcnow
 from core.models import Region, RegionLevel
 from devices import protocol, reach
 from devices import service as device_service
-from devices.models import Delivery, DeliveryState
+from devices.models import Delivery
 from devices.models import Report as ReportRow
 
 OCC = 7
