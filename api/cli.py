@@ -89,6 +89,7 @@ def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from devices import keys as device_keys
     from devices import service as device_service
     from devices import simulate
 
@@ -106,10 +107,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 2
     behaviours = simulate.pick_behaviours(
-        [d for d, _ in specs_src], fail_rate=args.fail_rate, silent_rate=args.silent_rate, seed=args.seed
-    )
+        [d for d, _ in specs_src], fail_rate=args.fail_rate, silent_rate=args.silent_rate, seed=args.seed,
+        flaky_rate=args.flaky_rate, drift_rate=args.drift_rate,
+    )  # fmt: skip
     specs = [simulate.SpeakerSpec(device_id=d, area_code=a, behaviour=behaviours[d]) for d, a in specs_src]
     counts = {b: list(behaviours.values()).count(b) for b in set(behaviours.values())}
+    trusted = [key for _, key in device_keys.load_or_create(settings.data_dir).trusted()]
     print(f"simulating {len(specs)} speakers on {broker}: {counts}", flush=True)
 
     async def run() -> None:
@@ -117,7 +120,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await simulate.run_speakers(specs, broker, cache_dir=settings.data_dir / "sim-cache", stop=stop)
+        await simulate.run_speakers(
+            specs, broker, cache_dir=settings.data_dir / "sim-cache", stop=stop, trusted_keys=trusted
+        )
 
     asyncio.run(run())
     return 0
@@ -249,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-village", type=int, default=DEMO_SPEAKERS_PER_VILLAGE)
     p.add_argument("--fail-rate", type=float, default=0.0, help="share of speakers whose playback fails")
     p.add_argument("--silent-rate", type=float, default=0.0, help="share of speakers that never report")
+    p.add_argument("--flaky-rate", type=float, default=0.0, help="share whose link drops now and then")
+    p.add_argument("--drift-rate", type=float, default=0.0, help="share whose clock runs 2 minutes fast")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--broker", help="mqtt://host:port (default CUNXIANG_MQTT_URL or the embedded broker)")
     data_dir(p)

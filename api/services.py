@@ -17,6 +17,8 @@ from api import migrate
 from core import auth
 from core.db import make_engine, make_session_factory
 from core.settings import Settings
+from devices import commands as device_commands
+from devices import keys as device_keys
 from devices.ingest import ReportIngestor
 from devices.transport import MqttLink
 from scheduler import runtime
@@ -52,6 +54,7 @@ class Services:
         self.engine = make_engine(url, echo=settings.database.echo)
         self.session_factory = make_session_factory(self.engine)
         self.token_secret = settings.auth.secret_key or auth.load_or_create_secret(settings.data_dir)
+        device_commands.install_signer(device_keys.load_or_create(settings.data_dir).signer())
 
         if settings.mqtt.url:
             self.broker_url = settings.mqtt.url

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from devices.agent.cache import AudioCache
 from devices.agent.players import NullPlayer
 from devices.agent.speaker import BEHAVIOURS, Behaviour, Speaker, cancel_and_wait, parse_broker_url
@@ -39,25 +41,32 @@ class SpeakerSpec:
 
 
 def pick_behaviours(
-    device_ids: Iterable[str], fail_rate: float, silent_rate: float = 0.0, seed: int = 0
+    device_ids: Iterable[str],
+    fail_rate: float,
+    silent_rate: float = 0.0,
+    seed: int = 0,
+    *,
+    flaky_rate: float = 0.0,
+    drift_rate: float = 0.0,
 ) -> dict[str, Behaviour]:
-    """Deterministically assign `fail`/`silent` to round(n * rate) devices each, `ok` to the rest."""
-    if not (0 <= fail_rate <= 1 and 0 <= silent_rate <= 1 and fail_rate + silent_rate <= 1):
+    """Deterministically give round(n * rate) devices each misbehaviour (fail, silent, flaky, drift)."""
+    rates = {"fail": fail_rate, "silent": silent_rate, "flaky": flaky_rate, "drift": drift_rate}
+    if not (all(0 <= r <= 1 for r in rates.values()) and sum(rates.values()) <= 1):
         raise ValueError(
-            f"rates must be in [0, 1] and sum to at most 1: fail={fail_rate}, silent={silent_rate}"
+            "rates must be in [0, 1] and sum to at most 1: "
+            + ", ".join(f"{name}={rate}" for name, rate in rates.items())
         )
     ids = sorted(set(device_ids))
     random.Random(seed).shuffle(ids)
-    failing = round(len(ids) * fail_rate)
-    silent = round(len(ids) * silent_rate)
     result: dict[str, Behaviour] = {}
-    for index, device_id in enumerate(ids):
-        if index < failing:
-            result[device_id] = "fail"
-        elif index < failing + silent:
-            result[device_id] = "silent"
-        else:
-            result[device_id] = "ok"
+    start = 0
+    for name, rate in rates.items():
+        count = round(len(ids) * rate)
+        for device_id in ids[start : start + count]:
+            result[device_id] = name  # type: ignore[assignment]
+        start += count
+    for device_id in ids[start:]:
+        result[device_id] = "ok"
     return result
 
 
@@ -71,6 +80,8 @@ class Simulator:
         cache_dir: Path,
         *,
         batch_size: int = CONNECT_BATCH,
+        trusted_keys: Sequence[Ed25519PublicKey] = (),
+        state_dir: Path | None = None,
     ) -> None:
         ids = [spec.device_id for spec in specs]
         if len(set(ids)) != len(ids):
@@ -84,6 +95,9 @@ class Simulator:
         self.broker = parse_broker_url(broker_url)
         self.cache_dir = Path(cache_dir)
         self.batch_size = max(1, batch_size)
+        # Without keys the speakers cannot check signatures: acceptable on a demo broker only.
+        self.trusted_keys = list(trusted_keys)
+        self.state_dir = state_dir
         self.speakers: dict[str, Speaker] = {}
         self.connect_seconds: float | None = None  # time until every speaker was ready, once known
         self._cache: AudioCache | None = None
@@ -105,6 +119,8 @@ class Simulator:
         self._cache = AudioCache(self.cache_dir)
         player = NullPlayer()
         self._started = time.monotonic()
+        if not self.trusted_keys:
+            logger.warning("simulated speakers were given no server key: command signatures NOT checked")
         for spec in self.specs:
             self.speakers[spec.device_id] = Speaker(
                 spec.device_id,
@@ -113,6 +129,9 @@ class Simulator:
                 cache=self._cache,
                 player=player,
                 behaviour=spec.behaviour,
+                trusted_keys=self.trusted_keys,
+                require_signatures=bool(self.trusted_keys),
+                state_file=self.state_dir / f"{spec.device_id}.json" if self.state_dir else None,
             )
             self.speakers[spec.device_id].on_final = self._on_final
         speakers = list(self.speakers.values())
@@ -185,9 +204,10 @@ async def run_speakers(
     broker_url: str,
     cache_dir: Path,
     stop: asyncio.Event | None = None,
+    trusted_keys: Sequence[Ed25519PublicKey] = (),
 ) -> None:
     """Run the speakers until stop is set (or forever); log how long connecting took."""
-    async with Simulator(specs, broker_url, cache_dir) as sim:
+    async with Simulator(specs, broker_url, cache_dir, trusted_keys=trusted_keys) as sim:
         try:
             seconds = await sim.wait_ready(READY_TIMEOUT_S)
             logger.info("%s simulated speakers connected in %.1f s", len(specs), seconds)
