@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routes import broadcasts, devices, playlists, regions, schedule, system
+from api.routes import broadcasts, devices, fleet, playlists, regions, schedule, system
 from api.routes import tts as speech_routes
 from api.services import Services
 from core.settings import Settings
@@ -35,7 +35,7 @@ def create_app(
         description="Broadcast scheduling for village loudspeaker networks.",
         lifespan=lifespan,
     )
-    for module in (system, regions, devices, broadcasts, playlists, schedule):
+    for module in (system, regions, fleet, devices, broadcasts, playlists, schedule):
         app.include_router(module.router)
     app.include_router(speech_routes.router)
     return app

@@ -220,6 +220,98 @@ def cmd_tts_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- keys and broker accounts
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from devices import keys
+
+    settings = _settings(args)
+    try:
+        if args.keys_command == "generate":
+            keyset, created = keys.generate(settings.data_dir)
+            print("created a new command-signing key" if created else "a command-signing key exists already")
+        elif args.keys_command == "rotate":
+            keyset = keys.stage(settings.data_dir) if args.stage else keys.rotate(settings.data_dir)
+            print(
+                "staged the next key: give speakers the file below, then run `cunxiang keys rotate`"
+                if args.stage
+                else "rotated: the new key signs from now on (restart `cunxiang serve`); speakers must "
+                "trust it (file below)"
+            )
+        else:
+            keyset = keys.load(settings.data_dir)
+    except keys.KeyStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"# {keys.keys_dir(settings.data_dir) / keys.TRUSTED}", file=sys.stderr)
+    print(keyset.trusted_file(), end="")
+    return 0
+
+
+def cmd_mosquitto_credentials(args: argparse.Namespace) -> int:
+    from core.db import session_scope
+    from devices import credentials
+    from devices.models import Device
+
+    settings = _settings(args)
+    factory = _session_factory(settings)
+    with session_scope(factory) as session:
+        ids = list(args.device_id)
+        if args.missing:
+            ids += [
+                d.id for d in session.query(Device).filter(Device.secret_hash.is_(None)).order_by(Device.id)
+            ]
+        if not ids:
+            print("no device given (DEVICE_ID ... or --missing)", file=sys.stderr)
+            return 2
+        try:
+            print("device_id,username,password")
+            for device_id in ids:
+                username, password = credentials.issue(session=session, device_id=device_id)
+                print(f"{device_id},{username},{password}")
+        except credentials.CredentialError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print("passwords are shown once; run `cunxiang mosquitto files` and reload Mosquitto", file=sys.stderr)
+    return 0
+
+
+def cmd_mosquitto_files(args: argparse.Namespace) -> int:
+    from core.db import session_scope
+    from devices import credentials
+    from devices.transport import parse_broker_url
+
+    settings = _settings(args)
+    user, password = args.server_user, args.server_password
+    if settings.mqtt.url and not (user and password):
+        _, _, url_user, url_password = parse_broker_url(settings.mqtt.url)
+        user, password = user or url_user, password or url_password
+    if not (user and password):
+        print(
+            "the server account needs a user and password: set CUNXIANG_MQTT_URL="
+            "mqtt://USER:PASS@host:port or pass --server-user/--server-password",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    factory = _session_factory(settings)
+    with session_scope(factory) as session:
+        admin = credentials.Account(user, credentials.hash_password(password))
+        passwd = credentials.password_file(session=session, admins=[admin])
+        acl = credentials.acl_file(session=session, admins=[user])
+    (out / "cunxiang.passwd").write_text(passwd)
+    (out / "cunxiang.passwd").chmod(0o640)
+    (out / "cunxiang.acl").write_text(acl)
+    conf = credentials.mosquitto_conf(
+        password_path=str((out / "cunxiang.passwd").resolve()), acl_path=str((out / "cunxiang.acl").resolve())
+    )
+    (out / "cunxiang.conf").write_text(conf)
+    print(f"wrote {out}/cunxiang.passwd ({passwd.count(chr(10))} accounts), cunxiang.acl, cunxiang.conf")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -285,6 +377,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     data_dir(p)
     p.set_defaults(func=cmd_tts_cleanup)
+
+    p = sub.add_parser("keys", help="command-signing keys (generate, rotate, show)")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    for name, text in (
+        ("generate", "create the key if there is none"),
+        ("show", "print the trusted-keys file"),
+    ):
+        data_dir(ksub.add_parser(name, help=text))
+    p = ksub.add_parser("rotate", help="make a new key current (old one stays trusted as previous)")
+    p.add_argument("--stage", action="store_true", help="only create the next key, trusted but not used")
+    data_dir(p)
+    for p in ksub.choices.values():
+        p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("mosquitto", help="per-speaker MQTT accounts and Mosquitto password/ACL files")
+    msub = p.add_subparsers(dest="mosquitto_command", required=True)
+    p = msub.add_parser("credentials", help="new MQTT passwords for speakers (printed once, CSV)")
+    p.add_argument("device_id", nargs="*")
+    p.add_argument("--missing", action="store_true", help="every speaker without a password yet")
+    data_dir(p)
+    p.set_defaults(func=cmd_mosquitto_credentials)
+    p = msub.add_parser("files", help="write cunxiang.passwd, cunxiang.acl and cunxiang.conf")
+    p.add_argument("--out", default="mosquitto", help="directory (default ./mosquitto)")
+    p.add_argument("--server-user", help="the server's account (default: from CUNXIANG_MQTT_URL)")
+    p.add_argument("--server-password", help="its password (default: from CUNXIANG_MQTT_URL)")
+    data_dir(p)
+    p.set_defaults(func=cmd_mosquitto_files)
 
     p = sub.add_parser("db", help="database")
     dsub = p.add_subparsers(dest="db_command", required=True)

@@ -19,7 +19,9 @@ from core.db import make_engine, make_session_factory
 from core.settings import Settings
 from devices import commands as device_commands
 from devices import keys as device_keys
+from devices.fleet import AlarmRules
 from devices.ingest import ReportIngestor
+from devices.monitor import FleetMonitor
 from devices.transport import MqttLink
 from scheduler import runtime
 from scheduler.runner import SchedulerRunner
@@ -43,6 +45,7 @@ class Services:
     ingestor: ReportIngestor | None = None
     runner: SchedulerRunner | None = None
     simulator: subprocess.Popen | None = None
+    monitor: FleetMonitor | None = None
 
     async def start(self) -> None:
         """Database, broker, link, ingestor, scheduler, and (on request) simulated speakers."""
@@ -64,7 +67,13 @@ class Services:
             self.broker = await start_embedded_broker(settings.mqtt.host, settings.mqtt.port)
             self.broker_url = self.broker.url
             log.info("embedded MQTT broker on %s", self.broker_url)
-        self.link = MqttLink(self.broker_url, client_id=f"{settings.mqtt.client_id}-{os.getpid()}")
+        self.link = MqttLink(
+            self.broker_url,
+            client_id=f"{settings.mqtt.client_id}-{os.getpid()}",
+            ca_file=settings.devices.tls_ca_file,
+            cert_file=settings.devices.tls_cert_file,
+            key_file=settings.devices.tls_key_file,
+        )
         await asyncio.to_thread(self.link.connect)
         self.ingestor = ReportIngestor(link=self.link, session_factory=self.session_factory)
         self.ingestor.start()
@@ -73,6 +82,15 @@ class Services:
             rt=runtime.Runtime(settings=settings, session_factory=self.session_factory, link=self.link),
         )
         self.runner.start()
+        d = settings.devices
+        self.monitor = FleetMonitor(
+            session_factory=self.session_factory,
+            link=self.link,
+            rules=AlarmRules(d.offline_alarm_s, d.clock_drift_alarm_s, d.failure_alarm_count),
+            interval_s=d.monitor_interval_s,
+            sync_interval_s=d.sync_interval_s,
+        )
+        self.monitor.start()
         if self.simulate_per_village > 0:
             self._start_simulator()
 
@@ -102,6 +120,8 @@ class Services:
                 await asyncio.to_thread(self.simulator.wait, 15)
             except subprocess.TimeoutExpired:
                 self.simulator.kill()
+        if self.monitor is not None:
+            await self.monitor.stop()
         if self.runner is not None:
             self.runner.shutdown()
         if self.ingestor is not None:

@@ -151,6 +151,37 @@ class AuthSettings(_Section):
     token_minutes: int = Field(default=12 * 60, ge=1, description="Lifetime of a bearer token.")
 
 
+class DevicesSettings(_Section):
+    offline_alarm_s: float = Field(
+        default=600.0, gt=0, description="A speaker offline this many seconds raises an `offline` alarm."
+    )
+    clock_drift_alarm_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A speaker whose clock is off by more than this many seconds raises `clock_drift`.",
+    )
+    failure_alarm_count: int = Field(
+        default=3, ge=1, description="This many failed airings in a row raise a `failures` alarm."
+    )
+    monitor_interval_s: float = Field(
+        default=30.0, gt=0, description="How often alarms are evaluated (seconds)."
+    )
+    sync_interval_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How often a signed `sync` goes to every county topic, giving every speaker a "
+        "fresh clock sample and status; 0 turns it off.",
+    )
+    tls_ca_file: str | None = Field(
+        default=None,
+        description="CA certificate file for an mqtts:// broker (default: the system's CAs).",
+    )
+    tls_cert_file: str | None = Field(
+        default=None, description="Client certificate for an mqtts:// broker that requires one."
+    )
+    tls_key_file: str | None = Field(default=None, description="Private key of tls_cert_file.")
+
+
 class Settings(BaseSettings):
     """Server settings."""
 
@@ -176,6 +207,9 @@ class Settings(BaseSettings):
     audio: AudioSettings = Field(default_factory=AudioSettings, description="Audio assembly.")
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="Scheduling.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API authentication.")
+    devices: DevicesSettings = Field(
+        default_factory=DevicesSettings, description="Speaker fleet: alarms, monitor, broker TLS."
+    )
 
     @classmethod
     def settings_customise_sources(

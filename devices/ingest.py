@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from core.db import session_scope
-from devices import protocol
+from devices import fleet, protocol
 from devices import service as device_service
 from devices.transport import Link
 
@@ -114,11 +114,15 @@ class ReportIngestor:
     def _write(self, batch: list[tuple[str, bytes, datetime]]) -> None:
         reports: list[tuple[protocol.Report, datetime]] = []
         online: dict[str, tuple[bool, datetime]] = {}
-        seen: dict[str, datetime] = {}
+        statuses: dict[str, tuple[protocol.Status, datetime]] = {}
         for topic, payload, arrived in batch:
             self.counts["received"] += 1
             try:
                 device_id, leaf = protocol.device_id_from_topic(topic)
+                if not payload and leaf in ("online", "status"):
+                    # A deleted retained message (zero-length retained publish): nothing to record.
+                    self.counts["retained_cleared"] += 1
+                    continue
                 if leaf == "report":
                     report = protocol.parse_report(payload)
                     if report.device_id != device_id:
@@ -136,7 +140,7 @@ class ReportIngestor:
                         raise protocol.ProtocolError(
                             f"status names device {status.device_id!r} on {device_id!r}'s topic"
                         )
-                    seen[device_id] = arrived
+                    statuses[device_id] = (status, arrived)  # the newest of the batch wins
                 else:
                     continue  # our own command topics are not subscribed; ignore anything else
             except protocol.ProtocolError as exc:
@@ -149,10 +153,9 @@ class ReportIngestor:
                     session=session, device_id=device_id, online=is_online, at=at
                 ):
                     self.counts["unknown_device"] += 1
-            for device_id, at in seen.items():
-                device = device_service.get(session=session, device_id=device_id)
-                if device is not None:
-                    device.last_seen_at = at
+            status_applied, status_unknown = fleet.apply_statuses(session=session, statuses=statuses)
+        self.counts["status"] += status_applied
+        self.counts["unknown_device"] += status_unknown
         self.counts["applied"] += result.applied
         self.counts["stale"] += result.stale
         self.counts["unknown_device"] += result.unknown_device

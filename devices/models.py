@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.clock import utcnow
@@ -50,6 +50,17 @@ class Device(Base):
     online_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The last status heartbeat (docs/protocol.md §5.3); history in device_status.
+    state: Mapped[str | None] = mapped_column(String(16))
+    volume: Mapped[int | None] = mapped_column(Integer)
+    fault: Mapped[str | None] = mapped_column(String(200))
+    firmware: Mapped[str | None] = mapped_column(String(64))
+    uptime_s: Mapped[float | None] = mapped_column(Float)
+    clock_offset_s: Mapped[float | None] = mapped_column(Float)
+    pending: Mapped[int | None] = mapped_column(Integer)
+    rejected_total: Mapped[int] = mapped_column(Integer, default=0)
+    last_rejection: Mapped[str | None] = mapped_column(String(300))
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # when we received it
 
 
 class Delivery(Base):
@@ -88,3 +99,79 @@ class Report(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)  # ours
     seconds_played: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeviceStatus(Base):
+    """Status history: a row when something an operator cares about changed, else every few minutes."""
+
+    __tablename__ = "device_status"
+    __table_args__ = (Index("ix_device_status_device_received", "device_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the speaker's clock
+    online: Mapped[bool] = mapped_column(default=True)
+    state: Mapped[str | None] = mapped_column(String(16))
+    volume: Mapped[int | None] = mapped_column(Integer)
+    fault: Mapped[str | None] = mapped_column(String(200))
+    firmware: Mapped[str | None] = mapped_column(String(64))
+    uptime_s: Mapped[float | None] = mapped_column(Float)
+    clock_offset_s: Mapped[float | None] = mapped_column(Float)
+    rejected_total: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AlarmKind(enum.StrEnum):
+    offline = "offline"  # online flag 0 for longer than the threshold
+    failures = "failures"  # the last N airings all failed
+    clock_drift = "clock_drift"  # |clock offset| above the threshold
+    rejected_commands = "rejected_commands"  # the speaker refused forged/unsigned/expired commands
+
+
+class DeviceAlarm(Base):
+    """An alarm raised for one speaker, and when it cleared (NULL while active)."""
+
+    __tablename__ = "device_alarms"
+    __table_args__ = (Index("ix_device_alarms_active", "device_id", "kind", "cleared_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    area_code: Mapped[str] = mapped_column(String(12), index=True)
+    kind: Mapped[AlarmKind] = mapped_column(Enum(AlarmKind, native_enum=False, length=32))
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class DeviceCommand(Base):
+    """A command an operator sent (set_volume, test_tone, stop, sync) to a speaker or an area."""
+
+    __tablename__ = "device_commands"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cmd_id: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(8))  # device | area
+    target: Mapped[str] = mapped_column(String(64), index=True)  # device id or area code
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    targeted: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeviceCommandResult(Base):
+    """One speaker's answer to an operator command, from its status (`commands`)."""
+
+    __tablename__ = "device_command_results"
+    __table_args__ = (UniqueConstraint("command_id", "device_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    command_id: Mapped[int] = mapped_column(ForeignKey("device_commands.id"), index=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    ok: Mapped[bool] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())  # the speaker's clock
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from core import regions
 from core.clock import utcnow
 from core.models import Region, RegionLevel
-from devices import protocol
+from devices import fleet, protocol
 from devices.models import (
     FINAL_STATES,
     STATE_RANK,
@@ -143,8 +143,9 @@ def set_online(*, session: Session, device_id: str, online: bool, at: datetime) 
     device = session.get(Device, device_id)
     if device is None:
         return False
-    if device.online != online:
+    if device.online != online or device.online_changed_at is None:
         device.online, device.online_changed_at = online, at
+        fleet.record_online_change(session=session, device=device, online=online, at=at)
     device.last_seen_at = at
     return True
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -45,11 +45,14 @@ class Link(Protocol):
 def parse_broker_url(url: str) -> tuple[str, int, str | None, str | None]:
     """Split mqtt://user:pass@host:port into its parts (port defaults to 1883)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError(f"broker URL must start with mqtt://, got {url!r}")
+    if parts.scheme not in ("mqtt", "tcp", "mqtts"):
+        raise ValueError(f"broker URL must start with mqtt:// (or mqtts:// for TLS), got {url!r}")
     if not parts.hostname:
         raise ValueError(f"broker URL has no host: {url!r}")
-    return parts.hostname, parts.port or 1883, parts.username, parts.password
+    default_port = 8883 if parts.scheme == "mqtts" else 1883
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, parts.port or default_port, username, password
 
 
 class MqttLink:
@@ -58,7 +61,15 @@ class MqttLink:
     Handlers run on paho's thread: they must be quick and hand work elsewhere.
     """
 
-    def __init__(self, url: str, *, client_id: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
         self.url = url
         host, port, username, password = parse_broker_url(url)
         self._host, self._port = host, port
@@ -70,6 +81,8 @@ class MqttLink:
         )
         if username:
             self._client.username_pw_set(username, password)
+        if urlsplit(url).scheme == "mqtts":
+            self._client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)

@@ -1,0 +1,163 @@
+"""The speaker fleet: health by area, alarms, operator commands with their outcome, status history.
+
+Registered before api/routes/devices.py so `/api/v1/devices/health` is not read as a device id.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from api.deps import CurrentUser, ServicesDep, SessionDep, require_roles
+from api.routes.common import Limit, Offset, Page
+from core import regions
+from core.models import Role, User
+from devices import commands as device_commands
+from devices import credentials, fleet
+from devices import service as device_service
+from devices.schemas import (
+    AlarmRead,
+    AreaCommandCreate,
+    AreaHealthRead,
+    CommandResultRead,
+    Credentials,
+    DeviceCommandCreate,
+    DeviceCommandRead,
+    FleetHealth,
+    StatusRead,
+)
+from devices.transport import LinkError
+
+router = APIRouter(prefix="/api/v1/devices", tags=["fleet"])
+
+AreaQuery = Annotated[str | None, Query(pattern=r"^\d{12}$", description="Area code; absent = your area.")]
+Operator = Annotated[User, Depends(require_roles(Role.operator))]
+
+
+def _scope(user: User, area: str | None) -> str | None:
+    """The area to look at: the asked one if it is inside the user's area, else 403."""
+    if area is None:
+        return user.area_code
+    if user.area_code and not regions.is_under(area, user.area_code):
+        raise HTTPException(status_code=403, detail=f"area {area} is outside your area {user.area_code}")
+    return area
+
+
+def _device(session, user: User, device_id: str):
+    device = device_service.get(session=session, device_id=device_id)
+    if device is None:
+        raise HTTPException(status_code=404, detail=f"no device {device_id}")
+    if user.area_code and not regions.is_under(device.area_code, user.area_code):
+        raise HTTPException(
+            status_code=403, detail=f"device {device_id} is outside your area {user.area_code}"
+        )
+    return device
+
+
+@router.get("/health")
+def fleet_health(session: SessionDep, user: CurrentUser, area: AreaQuery = None) -> FleetHealth:
+    """Online rate and counts for an area and for each township (of a county) or village (of a township)."""
+    try:
+        total, children = fleet.health(session=session, area_code=_scope(user, area))
+    except fleet.FleetError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    return FleetHealth(
+        area=AreaHealthRead.model_validate(total),
+        children=[AreaHealthRead.model_validate(c) for c in children],
+    )
+
+
+@router.get("/alarms")
+def list_alarms(
+    session: SessionDep,
+    user: CurrentUser,
+    area: AreaQuery = None,
+    active: Annotated[bool | None, Query(description="Only active (true) or cleared (false) alarms.")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[AlarmRead]:
+    """Alarms (offline, failures, clock_drift, rejected_commands), newest first."""
+    items, total = fleet.list_alarms(
+        session=session, area_code=_scope(user, area), active=active, limit=limit, offset=offset
+    )
+    out = []
+    for alarm in items:
+        read = AlarmRead.model_validate(alarm)
+        read.active = alarm.cleared_at is None
+        out.append(read)
+    return Page(items=out, total=total)
+
+
+def _outcome(session, command_id: int) -> DeviceCommandRead:
+    outcome = fleet.command_outcome(session=session, command_id=command_id)
+    if outcome is None:
+        raise HTTPException(status_code=404, detail=f"no command {command_id}")
+    c = outcome.command
+    return DeviceCommandRead(
+        id=c.id, cmd_id=c.cmd_id, type=c.type, scope=c.scope, target=c.target, params=c.params,
+        created_at=c.created_at, expires_at=c.expires_at, sent=c.sent, error=c.error, targeted=c.targeted,
+        answered=outcome.answered, succeeded=outcome.succeeded, failed=outcome.failed,
+        no_answer=outcome.no_answer,
+        results=[CommandResultRead.model_validate(r) for r in outcome.results],
+    )  # fmt: skip
+
+
+def _send(session, services, user: User, body: DeviceCommandCreate, **target) -> DeviceCommandRead:
+    try:
+        command = fleet.build_command(body.type, body.model_dump(exclude={"type", "area"}))
+        row = fleet.send_command(
+            session=session, link=services.link, command=command, user_id=user.id, **target
+        )
+    except fleet.FleetError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    except (LinkError, device_commands.SigningKeyMissing) as exc:
+        session.commit()  # keep the record of the attempt and its error
+        raise HTTPException(status_code=503, detail=f"command not sent: {exc}") from None
+    session.flush()
+    return _outcome(session, row.id)
+
+
+@router.post("/commands", status_code=status.HTTP_202_ACCEPTED)
+def send_area_command(
+    body: AreaCommandCreate, session: SessionDep, services: ServicesDep, user: Operator
+) -> DeviceCommandRead:
+    """Send set_volume, test_tone, stop or sync to every speaker under an area (one signed publish)."""
+    _scope(user, body.area)
+    return _send(session, services, user, body, area_code=body.area)
+
+
+@router.get("/commands/{command_id}")
+def get_command(command_id: int, session: SessionDep, user: CurrentUser) -> DeviceCommandRead:
+    """A command and its outcome: which speakers answered, succeeded or failed."""
+    out = _outcome(session, command_id)
+    area = out.target if out.scope == "area" else _device(session, user, out.target).area_code
+    _scope(user, area)
+    return out
+
+
+@router.post("/{device_id}/commands", status_code=status.HTTP_202_ACCEPTED)
+def send_device_command(
+    device_id: str, body: DeviceCommandCreate, session: SessionDep, services: ServicesDep, user: Operator
+) -> DeviceCommandRead:
+    """Send set_volume, test_tone, stop or sync to one speaker."""
+    _device(session, user, device_id)
+    return _send(session, services, user, body, device_id=device_id)
+
+
+@router.get("/{device_id}/status-history")
+def status_history(
+    device_id: str, session: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0
+) -> Page[StatusRead]:
+    """A speaker's status history (on change, else every 10 minutes), newest first."""
+    _device(session, user, device_id)
+    items, total = fleet.status_history(session=session, device_id=device_id, limit=limit, offset=offset)
+    return Page(items=[StatusRead.model_validate(s) for s in items], total=total)
+
+
+@router.post("/{device_id}/credentials")
+def issue_credentials(device_id: str, session: SessionDep, user: Operator) -> Credentials:
+    """A new MQTT password for the speaker (shown once); regenerate the Mosquitto files afterwards."""
+    _device(session, user, device_id)
+    username, password = credentials.issue(session=session, device_id=device_id)
+    return Credentials(device_id=device_id, username=username, password=password)

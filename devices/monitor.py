@@ -1,0 +1,81 @@
+"""The fleet monitor: evaluates alarms and sends a periodic signed `sync`, as one asyncio task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import session_scope
+from devices import commands as device_commands
+from devices import fleet, protocol
+from devices.transport import Link, LinkError
+
+log = logging.getLogger(__name__)
+
+
+class FleetMonitor:
+    """Every `interval_s`: raise/clear alarms; every `sync_interval_s`: `sync` to every county topic."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        link: Link,
+        rules: fleet.AlarmRules,
+        interval_s: float,
+        sync_interval_s: float,
+    ) -> None:
+        self._session_factory = session_factory
+        self._link = link
+        self.rules = rules
+        self.interval_s = interval_s
+        self.sync_interval_s = sync_interval_s
+        self._task: asyncio.Task[None] | None = None
+        self._last_sync = float("-inf")
+        self.runs = 0
+
+    def start(self) -> None:
+        """Start the loop in the running event loop."""
+        self._task = asyncio.create_task(self._run(), name="fleet-monitor")
+
+    async def stop(self) -> None:
+        """Stop the loop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:  # a database hiccup must not end the monitor
+                log.exception("fleet monitor run failed")
+            await asyncio.sleep(self.interval_s)
+
+    def run_once(self) -> fleet.AlarmChanges:
+        """One evaluation (and a sync when due)."""
+        with session_scope(self._session_factory) as session:
+            changes = fleet.evaluate_alarms(session=session, rules=self.rules)
+            counties = fleet.county_codes(session=session) if self._sync_due() else []
+        if counties:
+            self._send_sync(counties)
+        self.runs += 1
+        return changes
+
+    def _sync_due(self) -> bool:
+        return self.sync_interval_s > 0 and time.monotonic() - self._last_sync >= self.sync_interval_s
+
+    def _send_sync(self, counties: list[str]) -> None:
+        self._last_sync = time.monotonic()
+        topics = [protocol.area_command_topic(code) for code in counties]
+        try:
+            payload = device_commands.encode_command(protocol.SyncCommand())
+            device_commands.publish(link=self._link, topics=topics, payload=payload)
+        except (LinkError, device_commands.SigningKeyMissing) as exc:
+            log.warning("periodic sync not sent: %s", exc)
