@@ -140,9 +140,10 @@ async def running(
     behaviour: str = "ok",
     player: Player | None = None,
     state_file: Path | None = None,
+    device_id: str | None = None,
 ) -> AsyncIterator[Harness]:
     """Run one speaker and a control client on the broker for the duration of the block."""
-    device_id = new_id()
+    device_id = device_id or new_id()
     cache = AudioCache(cache_dir)
     speaker = Speaker(
         device_id, area, broker=broker_url, cache=cache, player=player, behaviour=behaviour,  # type: ignore[arg-type]
