@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
+import os
 import shutil
 import socket
 import subprocess
@@ -82,8 +83,10 @@ class BrokerThread:
 class MosquittoProcess:
     """A throwaway Mosquitto listening on 127.0.0.1 only, persistence off, Nagle off."""
 
-    def __init__(self, work_dir: Path, port: int | None = None) -> None:
+    def __init__(self, work_dir: Path, port: int | None = None, *, config: str = "") -> None:
+        """`config` replaces `allow_anonymous true` (e.g. password_file, acl_file, TLS lines)."""
         self.port = port or free_port()
+        self.config = config
         self.conf = work_dir / f"mosquitto-{self.port}.conf"
         self.log = work_dir / f"mosquitto-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -100,10 +103,14 @@ class MosquittoProcess:
                 f"mosquitto not found at {MOSQUITTO}: install it (apt-get install mosquitto) — "
                 "the Mosquitto half of the broker tests cannot be skipped"
             )
+        # Run as root, mosquitto drops to the `mosquitto` user, which cannot read pytest's 0700
+        # directories (password file, ACL, log): keep the user we are.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"
+            user
+            + f"listener {self.port} 127.0.0.1\n"
+            + (self.config or "allow_anonymous true\n")
+            + "set_tcp_nodelay true\n"
             "persistence false\n"
             "max_keepalive 65535\n"
             "log_type error\nlog_type warning\n"
