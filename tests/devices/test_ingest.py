@@ -103,3 +103,63 @@ def test_bad_messages_are_counted_and_good_ones_still_land(ingestor, broker_url,
         assert s.get(Device, "sp-a").online is True
     pub.loop_stop()
     pub.disconnect()
+
+
+def test_statuses_land_with_bounded_history_and_deleted_retained_is_not_malformed(
+    ingestor, broker_url, session_factory
+):
+    from datetime import UTC, datetime, timedelta
+
+    from devices.models import DeviceCommand, DeviceCommandResult, DeviceStatus
+
+    with session_scope(session_factory) as s:
+        now = datetime.now(UTC)
+        s.add(
+            DeviceCommand(
+                cmd_id="op-cmd-0001",
+                type="set_volume",
+                scope="device",
+                target="sp-a",
+                params={"volume": 40},
+                expires_at=now + timedelta(minutes=5),
+                targeted=1,
+            )  # fmt: skip
+        )
+    pub = _publisher(broker_url)
+    status_topic = protocol.device_topic("sp-a", "status")
+
+    def status(**fields) -> bytes:
+        return protocol.encode(protocol.Status(device_id="sp-a", firmware="fw/1", **fields))
+
+    answered = protocol.CommandResult(cmd_id="op-cmd-0001", type="set_volume", ok=True)
+    messages = [
+        (status_topic, status(volume=80)),
+        *[(status_topic, status(volume=80, uptime_s=n)) for n in range(1, 6)],  # heartbeats: no history
+        (status_topic, status(volume=40, clock_offset_s=-0.02, commands=[answered])),  # a change
+        (status_topic, status(volume=40, commands=[answered])),  # the same answer again: recorded once
+        (status_topic, protocol.encode(protocol.Status(device_id="sp-b", volume=0))),  # a claims to be b
+        (status_topic, b'{"device_id": "sp-a", "volume": 101}'),
+        (status_topic, b"{" + b" " * protocol.MAX_REPORT_BYTES + b"}"),
+        (protocol.device_topic("sp-b", "status"), b""),  # deleted retained messages
+        (protocol.device_topic("sp-b", "online"), b""),
+    ]
+
+    def delta(key: str) -> int:
+        return ingestor.counts[key] - ingestor.baseline.get(key, 0)
+
+    for n, (topic, payload) in enumerate(messages, 1):  # one at a time: a batch keeps its newest status
+        pub.publish(topic, payload, qos=1, retain=not payload).wait_for_publish(5)
+        _wait(lambda n=n: delta("received") >= n)
+        assert ingestor.flush()
+    assert delta("malformed") == 3
+    assert delta("retained_cleared") == 2
+    with session_factory() as s:
+        a, b = s.get(Device, "sp-a"), s.get(Device, "sp-b")
+        assert (a.volume, a.firmware, a.clock_offset_s) == (40, "fw/1", None)  # the last status wins
+        assert b.volume is None and b.status_at is None
+        history = s.scalars(select(DeviceStatus).where(DeviceStatus.device_id == "sp-a")).all()
+        assert [h.volume for h in history] == [80, 40, 40]  # first, change, clock offset gone
+        results = s.scalars(select(DeviceCommandResult)).all()
+        assert [(r.device_id, r.ok) for r in results] == [("sp-a", True)]
+    pub.loop_stop()
+    pub.disconnect()
