@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from api.routes import broadcasts, devices, fleet, playlists, regions, schedule, system
 from api.routes import tts as speech_routes
 from api.services import Services
+from api.web import install as install_web
 from core.settings import Settings
 
 
@@ -38,4 +39,5 @@ def create_app(
     for module in (system, regions, fleet, devices, broadcasts, playlists, schedule):
         app.include_router(module.router)
     app.include_router(speech_routes.router)
+    install_web(app)  # the console, public village pages and static files
     return app

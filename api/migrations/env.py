@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import devices.models  # noqa: F401  (registers tables)
+import reports.models  # noqa: F401
 import scheduler.models  # noqa: F401
 import tts.models  # noqa: F401
 from core import models as core_models  # noqa: F401

@@ -1,0 +1,177 @@
+"""The compose form: what staff type, checked field by field with Chinese messages, then turned
+into the keyword arguments of `scheduler.service.create_broadcast`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from core.clock import utcnow
+from scheduler.models import Priority
+
+TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+WEEKDAY_KEYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+MODES = {"now": "审核通过后立即播出", "once": "指定时间播出一次", "daily": "每天", "weekly": "每周"}
+RATES = [
+    (-30, "很慢（-30%）"),
+    (-20, "较慢（-20%）"),
+    (-10, "稍慢（-10%）"),
+    (0, "正常"),
+    (10, "稍快（+10%）"),
+]
+EMERGENCY = [p for p in Priority if p.is_emergency]
+TITLE_MAX = 200
+COMMENT_MAX = 2000
+
+# Where a scheduler error about a field is shown, and what it is called.
+FIELD_LABELS = {
+    "title": "标题",
+    "text": "正文",
+    "voice": "播音员",
+    "rate": "语速",
+    "areas": "播出区域",
+    "start_at": "播出时间",
+    "recurrence": "重复规则",
+    "priority": "优先级",
+    "volume": "音量",
+    "comment": "备注",
+}
+
+
+@dataclass
+class ComposeForm:
+    """What was typed (kept as text, so the page can show it again) and what is wrong with it."""
+
+    title: str = ""
+    text: str = ""
+    voice: str = ""
+    rate: str = "0"
+    areas: list[str] = field(default_factory=list)
+    mode: str = "now"
+    start_local: str = ""
+    times: str = ""
+    start_date: str = ""
+    end_date: str = ""
+    weekdays: list[str] = field(default_factory=list)
+    priority: str = ""
+    volume: str = ""
+    comment: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def check(self, *, max_chars: int, zone: ZoneInfo, now: datetime | None = None) -> dict | None:
+        """Validate; return create_broadcast's keyword arguments, or None with `errors` filled."""
+        now = now or utcnow()
+        e = self.errors
+        title, text = self.title.strip(), self.text.strip()
+        if not title:
+            e["title"] = "请填写标题。"
+        elif len(title) > TITLE_MAX:
+            e["title"] = f"标题最多 {TITLE_MAX} 个字。"
+        if not text:
+            e["text"] = "请填写广播正文。"
+        elif len(text) > max_chars:
+            e["text"] = f"正文最多 {max_chars} 个字，现在是 {len(text)} 个字。"
+        try:
+            rate = int(self.rate or 0)
+            if not -50 <= rate <= 100:
+                raise ValueError
+        except ValueError:
+            e["rate"] = "语速应在 -50% 到 +100% 之间。"
+            rate = 0
+        if not self.areas:
+            e["areas"] = "请至少选择一个播出区域。"
+        elif any(not (len(c) == 12 and c.isdigit()) for c in self.areas):
+            e["areas"] = "区域代码应为12位数字。"
+        priority = None
+        if self.priority:
+            try:
+                priority = Priority(self.priority)
+            except ValueError:
+                e["priority"] = "请选择列表中的优先级。"
+        volume = None
+        if self.volume.strip():
+            if not self.volume.strip().isdigit() or not 0 <= int(self.volume) <= 100:
+                e["volume"] = "音量应为 0 到 100 的整数。"
+            else:
+                volume = int(self.volume)
+        if len(self.comment) > COMMENT_MAX:
+            e["comment"] = f"备注最多 {COMMENT_MAX} 个字。"
+        start_at, recurrence = self._schedule(zone, now)
+        if e:
+            return None
+        return {
+            "title": title,
+            "text": text,
+            "voice": self.voice or None,
+            "rate": rate,
+            "areas": list(dict.fromkeys(self.areas)),
+            "start_at": start_at,
+            "recurrence_spec": recurrence,
+            "priority": priority,
+            "volume": volume,
+            "comment": self.comment.strip() or None,
+        }
+
+    def _schedule(self, zone: ZoneInfo, now: datetime) -> tuple[datetime | None, dict | None]:
+        e = self.errors
+        if self.mode not in MODES:
+            e["mode"] = "请选择播出方式。"
+            return None, None
+        if self.mode == "now":
+            return None, None
+        if self.mode == "once":
+            try:
+                local = datetime.strptime(self.start_local, "%Y-%m-%dT%H:%M")
+            except ValueError:
+                e["start_local"] = "请填写播出日期和时间。"
+                return None, None
+            start_at = local.replace(tzinfo=zone)
+            if start_at < now - timedelta(minutes=1):
+                e["start_local"] = "播出时间已经过去，请选择将来的时间。"
+            elif start_at > now + timedelta(days=366):
+                e["start_local"] = "播出时间不能超过一年以后。"
+            return start_at, None
+        times = [t.strip() for t in re.split(r"[,，、\s]+", self.times) if t.strip()]
+        if not times:
+            e["times"] = "请填写每天的播出时间，如 07:00, 18:30。"
+        elif bad := [t for t in times if not TIME_RE.match(t)]:
+            e["times"] = f"时间格式应为 时:分（如 07:00），这些不对：{'、'.join(bad)}。"
+        first = last = None
+        try:
+            first = date.fromisoformat(self.start_date) if self.start_date else now.astimezone(zone).date()
+        except ValueError:
+            e["start_date"] = "开始日期格式不对。"
+        try:
+            last = date.fromisoformat(self.end_date) if self.end_date else None
+        except ValueError:
+            e["end_date"] = "结束日期格式不对。"
+        if first and last and last < first:
+            e["end_date"] = "结束日期不能早于开始日期。"
+        spec: dict = {"freq": self.mode, "times": times, "start_date": first.isoformat() if first else None,
+                      "end_date": last.isoformat() if last else None, "timezone": zone.key}  # fmt: skip
+        if self.mode == "weekly":
+            days = [d for d in self.weekdays if d in WEEKDAY_KEYS]
+            if not days:
+                e["weekdays"] = "请选择每周哪几天播出。"
+            spec["weekdays"] = days
+        return None, spec
+
+
+def scheduler_message(field_name: str, message: str) -> tuple[str, str]:
+    """A scheduler error (English, for the API) as (form field, Chinese message)."""
+    top = field_name.split(".", 1)[0]
+    target = {"start_at": "start_local", "recurrence": "times"}.get(top, top)
+    if target not in FIELD_LABELS and target not in ("start_local", "times"):
+        target = "_"
+    if "quiet hours" in message:
+        count = message.split(" ", 1)[0]
+        listed = message.split(": ", 1)[-1]
+        return target, f"有 {count} 次播出落在静默时段（该时段只允许应急广播）：{listed}"
+    if "in the past" in message or "has passed" in message:
+        return target, "播出时间已经过去，请选择将来的时间。"
+    if "unknown area" in message:
+        return "areas", "所选区域不存在，请重新选择。"
+    label = FIELD_LABELS.get(top, "内容")
+    return target, f"{label}有误：{message}"

@@ -1,0 +1,66 @@
+"""Logging in and out of the console."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse
+
+from api.deps import SessionDep
+from api.web import render
+from api.web import session as web_session
+from core import users
+
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(value: str | None) -> str:
+    if value and value.startswith("/") and not value.startswith("//"):
+        return value
+    return "/console"
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/console", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None, expired: int = 0):
+    return render.page(request, "login.html", next=_safe_next(next), expired=bool(expired), error=None)
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    session: SessionDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/console",
+):
+    web = web_session.read(request)
+    expected = web.data.get("csrf") if web.state == "valid" else None
+    error = None
+    if not expected or not secrets.compare_digest(csrf_token, expected):
+        error = "登录页面已过期，请再输入一次。"
+    elif not username.strip() or not password:
+        error = "请输入用户名和密码。"
+    else:
+        user = users.authenticate(session=session, username=username.strip(), password=password)
+        if user is None:
+            error = "用户名或密码错误。"
+        else:
+            response = RedirectResponse(_safe_next(next), status_code=303)
+            return web_session.start(request, response, user)
+    return render.page(
+        request, "login.html", next=_safe_next(next), expired=False, error=error, username=username,
+        status_code=400,
+    )  # fmt: skip
+
+
+@router.post("/logout", dependencies=[web_session.Csrf])
+def logout():
+    return web_session.end(RedirectResponse("/login", status_code=303))

@@ -1,0 +1,1 @@
+"""Reporting: reach over periods (daily roll-ups of the raw deliveries), exports, public pages."""

@@ -1,0 +1,61 @@
+"""Report tables as CSV (UTF-8 with BOM, so Excel shows the Chinese) and XLSX (openpyxl)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
+# Column keys and their Chinese headings, in order.
+COLUMNS = [
+    ("code", "区域代码"),
+    ("name", "区域"),
+    ("targeted", "目标喇叭"),
+    ("played", "完整播放"),
+    ("failed", "播放失败"),
+    ("no_report", "无回报"),
+    ("reach_rate", "到达率"),
+    ("population", "目标人口"),
+    ("population_reached", "覆盖人口"),
+]
+
+
+def table(report: dict) -> tuple[list[str], list[list]]:
+    """Headings and rows of a reach report (per area, then the total)."""
+    headings = [label for _, label in COLUMNS]
+    rows = [[entry.get(key, "") for key, _ in COLUMNS] for entry in report["by_area"]]
+    total = {**report, "code": "", "name": "合计", "population": report.get("population_targeted", 0)}
+    rows.append([total.get(key, "") for key, _ in COLUMNS])
+    return headings, rows
+
+
+def to_csv(headings: Sequence[str], rows: Sequence[Sequence]) -> bytes:
+    """CSV bytes, UTF-8 with a byte order mark."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(headings)
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8-sig")
+
+
+def to_xlsx(headings: Sequence[str], rows: Sequence[Sequence], *, title: str) -> bytes:
+    """An XLSX workbook with one sheet: bold headings, numbers as numbers, rate as a percentage."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = title[:31]  # Excel's limit on sheet names
+    sheet.append(list(headings))
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    for row in rows:
+        sheet.append(list(row))
+    rate_col = [label for _, label in COLUMNS].index("到达率") + 1
+    for (cell,) in sheet.iter_rows(min_row=2, min_col=rate_col, max_col=rate_col):
+        cell.number_format = "0.00%"
+    sheet.column_dimensions["A"].width = 15
+    sheet.column_dimensions["B"].width = 16
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()

@@ -1,0 +1,261 @@
+"""Reach over a period (day, week, month), by township or village, kept fast by daily roll-ups.
+
+The figures follow docs/reach.md: deliveries are unique by speaker per occurrence; `played` means
+reported played to the end; a village's population counts once in `population_reached` if any of
+its speakers played anything in the period (and once in `population_targeted` if any was targeted).
+
+An occurrence belongs to the local day (scheduler time zone) on which it started. A day is rolled
+up (its rows written to `reach_daily`) once it has ended and every occurrence that started on it is
+final; until then its figures are computed from the raw deliveries on every request. Roll-ups are
+made lazily, by the first report that covers the day (`ensure_rollups`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from core import regions
+from core.clock import utcnow
+from core.models import Region, RegionLevel
+from devices.models import Delivery, DeliveryState
+from reports.models import ReachDaily, ReachDay
+from scheduler.models import Occurrence, OccurrenceStatus
+
+log = logging.getLogger(__name__)
+
+COUNTS = ("targeted", "played", "failed", "no_report", "other")
+PERIODS = ("day", "week", "month")
+# A month report covers at most this many days (a safety bound for custom ranges).
+MAX_DAYS = 31
+_OPEN = (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched)
+
+
+@dataclass(frozen=True)
+class Period:
+    """Inclusive local days [first, last] and a label."""
+
+    kind: str
+    first: date
+    last: date
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+
+def period_of(*, kind: str, day: date) -> Period:
+    """The day, the ISO week (Monday first) or the calendar month holding `day`."""
+    if kind == "day":
+        return Period(kind, day, day)
+    if kind == "week":
+        first = day - timedelta(days=day.weekday())
+        return Period(kind, first, first + timedelta(days=6))
+    if kind == "month":
+        first = day.replace(day=1)
+        following = (first + timedelta(days=32)).replace(day=1)
+        return Period(kind, first, following - timedelta(days=1))
+    raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The UTC instants where a local day starts and ends."""
+    start = datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
+    return start, end
+
+
+def _aggregate(session: Session, start: datetime, end: datetime, prefix: str) -> list[tuple]:
+    """(area_code, targeted, played, failed, no_report, other) from raw deliveries in [start, end)."""
+
+    def count(*states: DeliveryState):
+        return func.sum(case((Delivery.state.in_(states), 1), else_=0))
+
+    return list(
+        session.execute(
+            select(
+                Delivery.area_code,
+                func.count(),
+                count(DeliveryState.played),
+                count(DeliveryState.failed),
+                count(DeliveryState.no_report),
+                count(DeliveryState.skipped, DeliveryState.preempted),
+            )
+            .join(Occurrence, Occurrence.id == Delivery.occurrence_id)
+            .where(
+                Occurrence.start_at >= start,
+                Occurrence.start_at < end,
+                Delivery.area_code.startswith(prefix),
+            )
+            .group_by(Delivery.area_code)
+        ).all()
+    )
+
+
+def closable(*, session: Session, day: date, zone: ZoneInfo, now: datetime | None = None) -> bool:
+    """True when the day has ended and no occurrence that started on it is still open."""
+    start, end = day_bounds(day, zone)
+    if end > (now or utcnow()):
+        return False
+    still_open = session.scalar(
+        select(func.count())
+        .select_from(Occurrence)
+        .where(Occurrence.start_at >= start, Occurrence.start_at < end, Occurrence.status.in_(_OPEN))
+    )
+    return not still_open
+
+
+def rollup_day(*, session: Session, day: date, zone: ZoneInfo) -> int:
+    """Write (or rewrite) the roll-up rows of one local day; return how many areas it has."""
+    start, end = day_bounds(day, zone)
+    rows = _aggregate(session, start, end, "")
+    session.execute(delete(ReachDaily).where(ReachDaily.day == day))
+    if rows:
+        session.execute(
+            insert(ReachDaily),
+            [
+                {"day": day, "area_code": r[0], **dict(zip(COUNTS, map(int, r[1:]), strict=True))}
+                for r in rows
+            ],
+        )
+    marker = session.get(ReachDay, day)
+    if marker is None:
+        session.add(ReachDay(day=day, zone=zone.key, rolled_up_at=utcnow()))
+    else:
+        marker.zone, marker.rolled_up_at = zone.key, utcnow()
+    session.flush()
+    log.info("rolled up reach of %s (%s): %d areas", day, zone.key, len(rows))
+    return len(rows)
+
+
+def ensure_rollups(
+    *, session: Session, days: list[date], zone: ZoneInfo, now: datetime | None = None
+) -> list[date]:
+    """Roll up every day of `days` that is closable and not rolled up yet (in this zone)."""
+    done = set(
+        session.scalars(select(ReachDay.day).where(ReachDay.day.in_(days), ReachDay.zone == zone.key)).all()
+    )
+    made = []
+    for day in days:
+        if day not in done and closable(session=session, day=day, zone=zone, now=now):
+            rollup_day(session=session, day=day, zone=zone)
+            made.append(day)
+    return made
+
+
+def _level_key(code: str, level: str) -> str:
+    if level == "township" and regions.level_of(code) is RegionLevel.village:
+        return code[:9] + "000"
+    if level == "county":
+        return code[:6] + "000000"
+    return code
+
+
+def default_level(area_code: str) -> str:
+    """Townships for a county, villages for a township or village."""
+    return "township" if regions.level_of(area_code) is RegionLevel.county else "village"
+
+
+def _rate(played: int, targeted: int) -> float:
+    return round(played / targeted, 4) if targeted else 0.0
+
+
+def period_report(
+    *,
+    session: Session,
+    area_code: str,
+    period: Period,
+    zone: ZoneInfo,
+    level: str | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """Reach of every airing that started in the period, on the speakers under `area_code`.
+
+    Rolled-up days are read from `reach_daily`; the others (today, days with open airings) from
+    the raw deliveries. Returns totals, a per-area breakdown at `level` and a per-day series.
+    """
+    if len(period.days) > MAX_DAYS:
+        raise ValueError(f"a report covers at most {MAX_DAYS} days")
+    level = level or default_level(area_code)
+    days = period.days
+    ensure_rollups(session=session, days=days, zone=zone, now=now)
+    prefix = regions.code_prefix(area_code)
+    rolled = set(
+        session.scalars(select(ReachDay.day).where(ReachDay.day.in_(days), ReachDay.zone == zone.key)).all()
+    )
+    # (day, area) -> counts
+    cells: dict[tuple[date, str], list[int]] = {}
+    if rolled:
+        low, high = prefix.ljust(12, "0"), prefix.ljust(12, "9")
+        for row in session.execute(
+            select(ReachDaily.day, ReachDaily.area_code, *(getattr(ReachDaily, c) for c in COUNTS)).where(
+                ReachDaily.day.in_(rolled), ReachDaily.area_code.between(low, high)
+            )
+        ):
+            cells[(row[0], row[1])] = [int(v) for v in row[2:]]
+    for day in days:
+        if day in rolled:
+            continue
+        start, end = day_bounds(day, zone)
+        for row in _aggregate(session, start, end, prefix):
+            cells[(day, row[0])] = [int(v or 0) for v in row[1:]]
+
+    per_area: dict[str, list[int]] = defaultdict(lambda: [0] * len(COUNTS))
+    per_day: dict[date, list[int]] = {d: [0] * len(COUNTS) for d in days}
+    for (day, code), counts in cells.items():
+        for i, n in enumerate(counts):
+            per_area[code][i] += n
+            per_day[day][i] += n
+
+    codes = set(per_area)
+    keys = {code: _level_key(code, level) for code in codes}
+    names = {
+        r.code: r
+        for r in session.scalars(select(Region).where(Region.code.in_(codes | set(keys.values())))).all()
+    }
+    by_area: dict[str, dict] = {}
+    totals = dict.fromkeys(COUNTS, 0) | {"population_targeted": 0, "population_reached": 0}
+    for code, counts in per_area.items():
+        key = keys[code]
+        region = names.get(key)
+        entry = by_area.setdefault(
+            key,
+            {"code": key, "name": region.name if region else key, "level": level}
+            | dict.fromkeys(COUNTS, 0)
+            | {"population": 0, "population_reached": 0},
+        )
+        for name, n in zip(COUNTS, counts, strict=True):
+            entry[name] += n
+            totals[name] += n
+        own = names.get(code)
+        population = own.population if own is not None and own.level == RegionLevel.village else 0
+        if counts[0]:
+            entry["population"] += population
+            totals["population_targeted"] += population
+        if counts[1]:
+            entry["population_reached"] += population
+            totals["population_reached"] += population
+    for entry in by_area.values():
+        entry["reach_rate"] = _rate(entry["played"], entry["targeted"])
+    totals["reach_rate"] = _rate(totals["played"], totals["targeted"])
+    return {
+        "area": area_code,
+        "period": period.kind,
+        "first": period.first.isoformat(),
+        "last": period.last.isoformat(),
+        "level": level,
+        "zone": zone.key,
+        "rolled_up_days": sorted(d.isoformat() for d in rolled),
+        **totals,
+        "by_area": sorted(by_area.values(), key=lambda e: e["code"]),
+        "by_day": [
+            {"day": d.isoformat(), **dict(zip(COUNTS, c, strict=True)), "reach_rate": _rate(c[1], c[0])}
+            for d, c in sorted(per_day.items())
+        ],
+    }
