@@ -23,7 +23,7 @@ class ReachDaily(Base):
     played: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     no_report: Mapped[int] = mapped_column(Integer, default=0)
-    # skipped and preempted: final, but neither played nor failed
+    # skipped or preempted (final, but neither played nor failed); a rolled-up day has nothing else
     other: Mapped[int] = mapped_column(Integer, default=0)
 
 

@@ -72,7 +72,11 @@ def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 
 def _aggregate(session: Session, start: datetime, end: datetime, prefix: str) -> list[tuple]:
-    """(area_code, targeted, played, failed, no_report, other) from raw deliveries in [start, end)."""
+    """(area_code, targeted, played, failed, no_report, other) from raw deliveries in [start, end).
+
+    `other` is every delivery neither played, failed nor without report: skipped or preempted
+    (and, while a day is still open, pending, received or playing).
+    """
 
     def count(*states: DeliveryState):
         return func.sum(case((Delivery.state.in_(states), 1), else_=0))
@@ -85,7 +89,17 @@ def _aggregate(session: Session, start: datetime, end: datetime, prefix: str) ->
                 count(DeliveryState.played),
                 count(DeliveryState.failed),
                 count(DeliveryState.no_report),
-                count(DeliveryState.skipped, DeliveryState.preempted),
+                func.sum(
+                    case(
+                        (
+                            Delivery.state.in_(
+                                [DeliveryState.played, DeliveryState.failed, DeliveryState.no_report]
+                            ),
+                            0,
+                        ),
+                        else_=1,
+                    )
+                ),
             )
             .join(Occurrence, Occurrence.id == Delivery.occurrence_id)
             .where(

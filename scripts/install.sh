@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what cunxiang needs on Debian/Ubuntu: system packages when missing, then the
-# Python package into ./.venv. `--test` adds what the test suite needs (Mosquitto, PostgreSQL).
+# Python package into ./.venv. `--test` adds what the test suite needs (Mosquitto, PostgreSQL,
+# chromium and a Chinese font for the browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ if [ "$want_test" = 1 ]; then
   have mosquitto || pkgs+=(mosquitto)
   have sox || pkgs+=(sox)
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || pkgs+=(postgresql)
+  # browser tests of the console (tests/web): Debian's chromium, and a CJK font so Chinese renders
+  have chromium || pkgs+=(chromium)
+  fc-list 2>/dev/null | grep -qi "wenquanyi micro hei" || pkgs+=(fonts-wqy-microhei)
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "installing system packages: ${pkgs[*]}"
