@@ -25,6 +25,7 @@ from core.settings import Settings
 from playlists import audio
 from playlists.models import ItemKind, Playlist, PlaylistItem
 from playlists.schemas import ItemIn
+from tts import audio as tts_audio
 from tts import service as tts_service
 from tts import store
 from tts.models import AudioAsset
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 ASSEMBLY_VERSION = 1
 PLAYLIST_ENGINE = "playlist"  # AudioAsset.engine of assembled programmes
-UPLOAD_ENGINE = "upload"  # AudioAsset.engine of uploaded recordings
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
@@ -211,31 +211,18 @@ def assemble(*, session: Session, settings: Settings, playlist: Playlist) -> Aud
 
 
 def store_upload(*, session: Session, settings: Settings, data: bytes, filename: str) -> AudioAsset:
-    """Decode an uploaded recording, re-encode it as our MP3 and store it (same bytes, same asset)."""
+    """Validate an uploaded recording and store it normalised, as the speech stage does."""
     if not data:
         raise PlaylistError("file", "empty upload")
     if len(data) > MAX_UPLOAD_BYTES:
         raise PlaylistError("file", f"larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
-    key = hashlib.sha256(b"upload:" + data).hexdigest()
-    existing = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one_or_none()
-    if existing is not None and store.exists(settings.audio_dir, existing.sha256):
-        return existing
-    if existing is not None:
-        session.delete(existing)
-        session.flush()
     with tempfile.TemporaryDirectory(prefix="cunxiang-upload-") as work:
         source = Path(work) / "upload"
         source.write_bytes(data)
         try:
-            segment = audio.decode(source)
-        except audio.AssemblyError:
-            raise PlaylistError("file", f"{filename or 'the upload'} is not audio ffmpeg can read") from None
-        if len(segment) == 0:
-            raise PlaylistError("file", "the recording is silent (0 s long)")
-        with store.staging(settings.audio_dir) as staged:
-            audio.encode_mp3(segment, staged)
-            asset = _store_asset(
-                session, key=key, staged=staged, audio_dir=settings.audio_dir, engine=UPLOAD_ENGINE,
-                text=filename[:200] if filename else None,
-            )  # fmt: skip
-    return asset
+            result = tts_service.store_recording_sync(
+                session=session, settings=settings, path=source, title=(filename or "")[:200]
+            )
+        except tts_audio.NotAudio as exc:
+            raise PlaylistError("file", f"{filename or 'the upload'} is not usable audio: {exc}") from None
+    return result.asset

@@ -25,6 +25,7 @@ from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceS
 from scheduler.schemas import AuditRead, BroadcastCreate, BroadcastRead, ConflictRead, OccurrenceRead, Review
 from tts.audio import AudioError
 from tts.engines import EngineError
+from tts.exceptions import SpeechInputError
 from tts.text import TextError
 
 router = APIRouter(prefix="/api/v1/broadcasts", tags=["broadcasts"])
@@ -54,6 +55,8 @@ def guarded(call: Callable[[], T]) -> T:
         raise field_error(exc.field, exc.message) from None
     except TextError as exc:
         raise field_error("text", str(exc)) from None
+    except SpeechInputError as exc:
+        raise field_error(exc.field, exc.message) from None
     except ValueError as exc:  # the speech engine's own parameter checks (rate)
         raise field_error("rate", str(exc)) from None
     except Forbidden as exc:

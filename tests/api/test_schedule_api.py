@@ -39,7 +39,9 @@ def test_playlists_crud_upload_and_preview(server):
         up = c.post("/api/v1/playlists/audio", files={"file": ("chime.wav", _wav(), "audio/wav")})
         assert up.status_code == 201, up.text
         asset = up.json()
-        assert asset["engine"] == "upload" and 900 < asset["duration_ms"] < 1200
+        # 1 s of tone, plus the lead-in (and short tail) silence every stored recording gets
+        lead_in = server.settings.audio.lead_in_ms
+        assert asset["engine"] == "upload" and 900 + lead_in < asset["duration_ms"] < 1600 + lead_in
         assert c.get(asset["url"].removeprefix(server.base_url)).status_code == 200
         bad = c.post("/api/v1/playlists/audio", files={"file": ("x.wav", b"not audio", "audio/wav")})
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "file"]
