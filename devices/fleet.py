@@ -397,21 +397,22 @@ def build_command(kind: str, params: Mapping[str, object]) -> protocol.AnyComman
         raise FleetError(str(exc)) from None
 
 
-def send_command(
+def record_command(
     *,
     session: Session,
-    link: Link,
     command: protocol.AnyCommand,
     device_id: str | None = None,
     area_code: str | None = None,
     user_id: int | None = None,
-) -> DeviceCommand:
-    """Sign and publish a command to one speaker or one area; record it (its outcome comes in statuses)."""
+) -> tuple[DeviceCommand, str]:
+    """Record an operator command for one speaker or one area; return it and its topic.
+
+    Commit before `publish_command`: a fast speaker's answer must find the command in the database.
+    """
     if (device_id is None) == (area_code is None):
         raise FleetError("give exactly one of device_id and area_code")
     if device_id is not None:
-        device = session.get(Device, device_id)
-        if device is None:
+        if session.get(Device, device_id) is None:
             raise FleetError(f"no device {device_id}")
         topic, targeted, scope, target = protocol.device_topic(device_id, "cmd"), 1, "device", device_id
     else:
@@ -429,13 +430,12 @@ def send_command(
     )  # fmt: skip
     session.add(row)
     session.flush()
-    try:
-        device_commands.publish(link=link, topics=[topic], payload=device_commands.encode_command(command))
-        row.sent = True
-    except Exception as exc:  # LinkError, or no signing key: recorded, then raised to the caller
-        row.error = str(exc)
-        raise
-    return row
+    return row, topic
+
+
+def publish_command(*, link: Link, command: protocol.AnyCommand, topic: str) -> None:
+    """Sign and publish a recorded command (LinkError / SigningKeyMissing when it cannot be sent)."""
+    device_commands.publish(link=link, topics=[topic], payload=device_commands.encode_command(command))
 
 
 @dataclass

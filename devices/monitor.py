@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +16,9 @@ from devices import fleet, protocol
 from devices.transport import Link, LinkError
 
 log = logging.getLogger(__name__)
+
+# Reports are asked for again from this long before the server's link went down (clock slack).
+RESEND_MARGIN = timedelta(minutes=2)
 
 
 class FleetMonitor:
@@ -36,7 +40,11 @@ class FleetMonitor:
         self.sync_interval_s = sync_interval_s
         self._task: asyncio.Task[None] | None = None
         self._last_sync = float("-inf")
+        self._counties: list[str] = []
         self.runs = 0
+        listeners = getattr(link, "reconnect_listeners", None)
+        if listeners is not None:
+            listeners.append(self._on_reconnect)
 
     def start(self) -> None:
         """Start the loop in the running event loop."""
@@ -62,20 +70,30 @@ class FleetMonitor:
         """One evaluation (and a sync when due)."""
         with session_scope(self._session_factory) as session:
             changes = fleet.evaluate_alarms(session=session, rules=self.rules)
-            counties = fleet.county_codes(session=session) if self._sync_due() else []
-        if counties:
-            self._send_sync(counties)
+            self._counties = fleet.county_codes(session=session)
+        if self._sync_due():
+            self._send_sync(self._counties)
         self.runs += 1
         return changes
 
     def _sync_due(self) -> bool:
         return self.sync_interval_s > 0 and time.monotonic() - self._last_sync >= self.sync_interval_s
 
-    def _send_sync(self, counties: list[str]) -> None:
+    def _on_reconnect(self, down_since: datetime) -> None:
+        # Speakers that came back before us flushed their reports to nobody: ask for them again.
+        since = down_since - RESEND_MARGIN
+        log.info(
+            "link back after an outage since %s: asking speakers for reports since %s", down_since, since
+        )
+        self._send_sync(self._counties, reports_since=since)
+
+    def _send_sync(self, counties: list[str], reports_since: datetime | None = None) -> None:
+        if not counties:
+            return
         self._last_sync = time.monotonic()
         topics = [protocol.area_command_topic(code) for code in counties]
         try:
-            payload = device_commands.encode_command(protocol.SyncCommand())
+            payload = device_commands.encode_command(protocol.SyncCommand(reports_since=reports_since))
             device_commands.publish(link=self._link, topics=topics, payload=payload)
         except (LinkError, device_commands.SigningKeyMissing) as exc:
             log.warning("periodic sync not sent: %s", exc)

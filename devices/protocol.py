@@ -159,9 +159,10 @@ class TestToneCommand(_Command):
 
 
 class SyncCommand(_Command):
-    """Republish status now."""
+    """Republish status now; with reports_since, also every report made since then (server time)."""
 
     type: Literal["sync"] = "sync"
+    reports_since: Timestamp | None = None
 
 
 Command = Annotated[

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -92,6 +93,9 @@ class MqttLink:
         self._handlers: dict[str, tuple[Handler, int]] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        # Called (on paho's thread) after every reconnect with the time the link went down.
+        self.reconnect_listeners: list[Callable[[datetime], None]] = []
+        self._down_since: datetime | None = None
 
     @property
     def connected(self) -> bool:
@@ -150,8 +154,17 @@ class MqttLink:
             client.subscribe(subs)
         self._connected.set()
         log.info("connected to MQTT broker %s:%s", self._host, self._port)
+        down_since, self._down_since = self._down_since, None
+        if down_since is not None:
+            for listener in list(self.reconnect_listeners):
+                try:
+                    listener(down_since)
+                except Exception:  # a listener bug must not kill paho's thread
+                    log.exception("reconnect listener failed")
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        if self._connected.is_set():
+            self._down_since = datetime.now(UTC)
         self._connected.clear()
         log.warning("MQTT connection lost (%s); paho will reconnect", reason_code)
 

@@ -106,15 +106,19 @@ def _outcome(session, command_id: int) -> DeviceCommandRead:
 def _send(session, services, user: User, body: DeviceCommandCreate, **target) -> DeviceCommandRead:
     try:
         command = fleet.build_command(body.type, body.model_dump(exclude={"type", "area"}))
-        row = fleet.send_command(
-            session=session, link=services.link, command=command, user_id=user.id, **target
-        )
+        row, topic = fleet.record_command(session=session, command=command, user_id=user.id, **target)
     except fleet.FleetError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+        status_code = 404 if str(exc).startswith("no device") else 422
+        raise HTTPException(status_code=status_code, detail=str(exc)) from None
+    session.commit()  # before it leaves: the speakers' answers must find it
+    try:
+        fleet.publish_command(link=services.link, command=command, topic=topic)
+        row.sent = True
     except (LinkError, device_commands.SigningKeyMissing) as exc:
-        session.commit()  # keep the record of the attempt and its error
+        row.error = str(exc)
+        session.commit()
         raise HTTPException(status_code=503, detail=f"command not sent: {exc}") from None
-    session.flush()
+    session.commit()
     return _outcome(session, row.id)
 
 

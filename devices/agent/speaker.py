@@ -56,6 +56,9 @@ GOODBYE_TIMEOUT_S = 2.0
 REMEMBERED_OCCURRENCES = 10_000
 # Reports kept while disconnected; they are sent in order after reconnecting.
 OUTBOX_LIMIT = 1_000
+# Reports remembered after sending, for a `sync` that asks for them again (the server may have
+# missed them: it was not subscribed yet when this speaker came back).
+REPORTS_KEPT = 2_000
 
 # How long to wait for cancelled tasks before cancelling them again (longer than the goodbye).
 CANCEL_RETRY_S = GOODBYE_TIMEOUT_S + 1.0
@@ -220,7 +223,7 @@ class Speaker:
         self.counters: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()  # rejected commands by reason
         self.last_rejection: Rejection | None = None
-        self.reports: list[Report] = []  # every report produced, in order
+        self.reports: deque[Report] = deque(maxlen=REPORTS_KEPT)  # the latest reports, in order
         self.outcomes: dict[int, Report] = {}  # final report per occurrence
         self.on_final: Callable[[Report], None] | None = None  # called with each final report
         self._started = time.monotonic()
@@ -473,6 +476,8 @@ class Speaker:
                 self._result(command, ok=True)
                 self._save_soon()
             case SyncCommand():
+                if command.reports_since is not None:
+                    self._resend_reports(command.reports_since)
                 self._result(command, ok=True)
             case TestToneCommand():
                 self._spawn(self._run_tone(command))
@@ -752,6 +757,21 @@ class Speaker:
         self._outbox.append((protocol.device_topic(self.device_id, "report"), protocol.encode(report)))
         self._outbox_ready.set()
         self._save_soon()
+
+    def _resend_reports(self, since: datetime) -> None:
+        """Queue again every report made since `since` (server time, so corrected by our offset)."""
+        offset = timedelta(seconds=self.clock_offset_s or 0.0)
+        topic = protocol.device_topic(self.device_id, "report")
+        queued = {payload for _, payload in self._outbox}
+        again = [r for r in self.reports if r.at + offset >= since]
+        for report in again:
+            payload = protocol.encode(report)
+            if payload not in queued:
+                self._outbox.append((topic, payload))
+        if again:
+            self.counters["reports_resent"] += len(again)
+            self._outbox_ready.set()
+            self._save_soon()
 
     def final_states(self) -> list[tuple[int, str]]:
         """(occurrence id, final state) in the order they finished."""
