@@ -529,7 +529,7 @@ def schedule(
         day = (today + timedelta(days=n)).date()
         days.append(
             {"day": day, "weekday": render.WEEKDAYS[day.weekday()],
-             "items": [a for a in found if a.start.astimezone(zone).date() == day]}
+             "airings": [a for a in found if a.start.astimezone(zone).date() == day]}
         )  # fmt: skip
     return render.page(
         request,

@@ -15,6 +15,8 @@ from api.web.console import area_choices, area_names
 from api.web.session import Csrf, PageError, WebUser, check_area, home_area, require_role
 from core.models import Role
 from devices import service as device_service
+from devices.commands import SigningKeyMissing
+from devices.transport import LinkError
 from reports import fleet as fleet_report
 
 try:  # the speakers issue's health roll-up and operator commands, when present
@@ -120,15 +122,20 @@ def _send(session, services, user, device_id: str, kind: str, params: dict) -> N
     _device(session, user, device_id)
     try:
         command = fleet_service.build_command(kind, params)
-        fleet_service.send_command(
-            session=session, link=services.link, command=command, device_id=device_id, user_id=user.id
+        row, topic = fleet_service.record_command(
+            session=session, command=command, device_id=device_id, user_id=user.id
         )
     except fleet_service.FleetError as exc:
         raise PageError(422, f"指令无效：{exc}") from None
-    except Exception as exc:  # the link is down: the command row records it
+    session.commit()  # before it leaves: the speaker's answer must find it
+    try:
+        fleet_service.publish_command(link=services.link, command=command, topic=topic)
+    except (LinkError, SigningKeyMissing) as exc:
+        row.error = str(exc)
         session.commit()
         log.error("command %s to %s not sent: %s", kind, device_id, exc)
         raise PageError(503, "指令未能发送到喇叭，请检查消息服务器。") from None
+    row.sent = True
 
 
 @router.post("/{device_id}/volume", dependencies=[Csrf])

@@ -231,6 +231,11 @@ def test_compose_approve_air_report_export_and_public_page(
     assert page.locator(".qr-card svg").count() == len(villages)
     shot(page, artifacts, "07-qr-sheet")
 
+    # --- the coming week: tomorrow's approved notice is on the township's schedule
+    page.goto(f"/console/schedule?area={fleet.target}")
+    assert "明日会议通知" in page.text_content("main")
+    shot(page, artifacts, "14-schedule")
+
     # --- a staff member of another township: 403 pages, not 500 or empty
     other_ctx, opage = new_page(browser, server.base_url)
     login(opage, "otherstaff")
@@ -292,4 +297,29 @@ def test_expired_login_keeps_the_typed_notice_and_forms_check_in_chinese(console
     # a form post without the session's CSRF token is refused
     response = page.request.post("/console/compose", form={"title": "x", "text": "y", "areas": village})
     assert response.status == 403 and "安全校验" in response.text()
+
+    # the session cookie is HttpOnly and SameSite=Lax (Secure is set when served over https)
+    (cookie,) = [c for c in ctx.cookies() if c["name"] == "cx_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]
+
+    # the restored notice is submitted; the approver rejects it, and must say why
+    page.select_option('select[name="voice"]', "cmn")
+    page.click("#submit-btn")
+    page.wait_for_url(re.compile(r"/console/items/\d+"))
+    broadcast_id = int(page.url.split("/items/")[1].split("?")[0])
+    appr_ctx, apage = new_page(browser, server.base_url)
+    login(apage, "approver1")
+    apage.goto("/console/queue")
+    card = apage.locator(f'article.queue-item[data-id="{broadcast_id}"]')
+    card.locator("form.reject button").click()
+    reason = card.locator('form.reject input[name="comment"]')
+    assert reason.evaluate("e => e.validationMessage") == "驳回时请写明原因"
+    reason.fill("村名写错了，请核对后重新提交")
+    card.locator("form.reject button").click()
+    apage.wait_for_url(re.compile(r"done=rejected"))
+    page.goto(f"/console/items/{broadcast_id}")
+    assert page.text_content("#item-state") == "已驳回"
+    assert "村名写错了" in page.text_content("main")
+    shot(page, artifacts, "13-rejected-item")
+    appr_ctx.close()
     ctx.close()
