@@ -30,6 +30,17 @@ def test_pick_behaviours_is_deterministic_and_exact() -> None:
     assert picked != pick_behaviours(ids, fail_rate=0.1, silent_rate=0.05, seed=4)
     with pytest.raises(ValueError, match="rates"):
         pick_behaviours(ids, fail_rate=0.8, silent_rate=0.3, seed=0)
+    more = pick_behaviours(ids, fail_rate=0.1, silent_rate=0.05, seed=3, flaky_rate=0.2, drift_rate=0.25)
+    assert [list(more.values()).count(b) for b in ("fail", "silent", "flaky", "drift", "ok")] == [
+        20,
+        10,
+        40,
+        50,
+        80,
+    ]
+    assert {d for d, b in more.items() if b in ("fail", "silent")} == {
+        d for d, b in picked.items() if b != "ok"
+    }  # adding kinds of trouble does not reshuffle the old ones
 
 
 def test_township_broadcast_reaches_its_villages_only(
