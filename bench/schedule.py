@@ -43,6 +43,8 @@ from core import regions  # noqa: E402
 from core.db import make_engine, make_session_factory, session_scope  # noqa: E402
 from core.models import Region, RegionLevel  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from devices import commands as device_commands  # noqa: E402
+from devices import keys as device_keys  # noqa: E402
 from devices import service as device_service  # noqa: E402
 from scheduler import runtime  # noqa: E402
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, Priority  # noqa: E402
@@ -151,6 +153,8 @@ async def _run_one(n: int, args: argparse.Namespace) -> dict:
         scheduler={"lead_time_s": LEAD_S, "quiet_start": "00:00", "quiet_end": "00:00"},
     )
     window = await asyncio.to_thread(_prepare, url, settings, n, args.fire, args.burst, args.fire_seconds)
+    # Commands are signed as in the server (the key is made in the throwaway data dir).
+    device_commands.install_signer(device_keys.load_or_create(work).signer())
     engine = make_engine(url)
     factory = make_session_factory(engine)
 
