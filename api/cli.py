@@ -230,14 +230,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         if args.keys_command == "generate":
             keyset, created = keys.generate(settings.data_dir)
-            print("created a new command-signing key" if created else "a command-signing key exists already")
+            print(
+                "created a new command-signing key" if created else "a command-signing key exists already",
+                file=sys.stderr,
+            )
         elif args.keys_command == "rotate":
             keyset = keys.stage(settings.data_dir) if args.stage else keys.rotate(settings.data_dir)
             print(
                 "staged the next key: give speakers the file below, then run `cunxiang keys rotate`"
                 if args.stage
                 else "rotated: the new key signs from now on (restart `cunxiang serve`); speakers must "
-                "trust it (file below)"
+                "trust it (file below)",
+                file=sys.stderr,
             )
         else:
             keyset = keys.load(settings.data_dir)

@@ -437,7 +437,7 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["--device-id", "bad id!", "--area", "3412", "--broker", "http://x"]) == 2
     err = capsys.readouterr().err
-    assert "--device-id" in err and "12-digit" in err and "mqtt://" in err
+    assert "--device-id" in err and "12-digit" in err and "mqtt://" in err and "--server-keys" in err
 
 
 @pytest.mark.parametrize("kind", ["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)])
