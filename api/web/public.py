@@ -80,7 +80,7 @@ def qr_sheet(request: Request, session: SessionDep, settings: SettingsDep, user:
     for village in villages:
         out = io.BytesIO()
         segno.make(village_url(settings, village.code), error=QR_ERROR).save(
-            out, kind="svg", scale=3, border=2, xmldecl=False, svgns=True, nl=False
+            out, kind="svg", scale=3, border=2, xmldecl=False, svgns=True, nl=False, omitsize=True
         )
         cards.append(
             {"v": village, "svg": out.getvalue().decode(), "url": village_url(settings, village.code)}
