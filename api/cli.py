@@ -112,7 +112,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     specs = [simulate.SpeakerSpec(device_id=d, area_code=a, behaviour=behaviours[d]) for d, a in specs_src]
     counts = {b: list(behaviours.values()).count(b) for b in set(behaviours.values())}
-    trusted = [key for _, key in device_keys.load_or_create(settings.data_dir).trusted()]
+    # The server's keys, from the data dir it shares with `serve` (none: signatures are not checked).
+    trusted = [key for _, key in device_keys.load(settings.data_dir).trusted()]
     print(f"simulating {len(specs)} speakers on {broker}: {counts}", flush=True)
 
     async def run() -> None:
