@@ -43,7 +43,9 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client's next request sees the change
+# (the default, "request", would commit only after the response has gone out).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _UNAUTHORIZED = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED,

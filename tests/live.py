@@ -12,6 +12,7 @@ import uvicorn
 
 from api.app import create_app
 from core.settings import Settings
+from devices import keys as device_keys
 from devices import simulate
 
 
@@ -64,10 +65,23 @@ class LiveServer:
             return r.json()["access_token"]
 
 
-class LiveSpeakers:
-    """Simulated speakers (devices.simulate.Simulator) on their own event loop in a thread."""
+def server_keys(settings: Settings) -> list:
+    """The public keys speakers trust: the server's, from its data dir (made now if new, as serve does)."""
+    return [key for _, key in device_keys.load_or_create(settings.data_dir).trusted()]
 
-    def __init__(self, specs: list[simulate.SpeakerSpec], broker_url: str, cache_dir: Path) -> None:
+
+class LiveSpeakers:
+    """Simulated speakers (devices.simulate.Simulator) on their own event loop in a thread.
+
+    They verify every command's signature against `trusted_keys` (see `server_keys`).
+    """
+
+    def __init__(
+        self, specs: list[simulate.SpeakerSpec], broker_url: str, cache_dir: Path, *, trusted_keys: list
+    ) -> None:
+        if not trusted_keys:
+            raise ValueError("simulated speakers in tests must verify signatures: pass server_keys(settings)")
+        self.trusted_keys = trusted_keys
         self.specs = specs
         self.broker_url = broker_url
         self.cache_dir = cache_dir
@@ -84,7 +98,9 @@ class LiveSpeakers:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            async with simulate.Simulator(self.specs, self.broker_url, self.cache_dir) as sim:
+            async with simulate.Simulator(
+                self.specs, self.broker_url, self.cache_dir, trusted_keys=self.trusted_keys
+            ) as sim:
                 await sim.wait_ready(60)
                 self.sim = sim
                 self._ready.set()

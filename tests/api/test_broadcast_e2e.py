@@ -18,7 +18,7 @@ from core.models import Region, RegionLevel
 from devices import service as device_service
 from devices import simulate
 from tests.api.conftest import ADMIN, make_settings, seed
-from tests.live import LiveServer, LiveSpeakers, free_port
+from tests.live import LiveServer, LiveSpeakers, free_port, server_keys
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def _run(tmp_path, database_url, broker_url, behaviour_of) -> tuple[dict, dict, 
     settings = make_settings(tmp_path, database_url, broker_url, port)
     with (
         LiveServer(settings, port) as server,
-        LiveSpeakers(specs, broker_url, tmp_path / "speaker-cache") as sp,
+        LiveSpeakers(specs, broker_url, tmp_path / "speaker-cache", trusted_keys=server_keys(settings)) as sp,
     ):
         token = server.login(*ADMIN)
         with server.client(token) as c:

@@ -18,7 +18,7 @@ from core.models import Role
 from devices import service as device_service
 from devices import simulate
 from tests.api.conftest import ADMIN, LUCHENG, make_settings, seed
-from tests.live import LiveServer, LiveSpeakers, free_port
+from tests.live import LiveServer, LiveSpeakers, free_port, server_keys
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_emergency_interrupts_routine_needs_two_people_and_cancel_stops_speakers
     village_speakers = sorted(d for d, a in areas.items() if a == VILLAGE)
     with (
         LiveServer(settings, port) as server,
-        LiveSpeakers(specs, broker_url, tmp_path / "speaker-cache") as sp,
+        LiveSpeakers(specs, broker_url, tmp_path / "speaker-cache", trusted_keys=server_keys(settings)) as sp,
         server.client(server.login(*APPROVER)) as approver,
         server.client(server.login(*COUNTY_APPROVER)) as county,
     ):
@@ -159,7 +159,9 @@ def test_restart_mid_schedule_loses_nothing_airs_nothing_twice_and_reports_the_m
     port = free_port()
     # late start 8 s: an airing up to 8 s overdue when the server comes back still airs, later ones are missed
     settings = _settings(tmp_path, sqlite_url, embedded_broker_url, port, late_start_s=8.0)
-    with LiveSpeakers(specs, embedded_broker_url, tmp_path / "speaker-cache") as sp:
+    with LiveSpeakers(
+        specs, embedded_broker_url, tmp_path / "speaker-cache", trusted_keys=server_keys(settings)
+    ) as sp:
         with LiveServer(settings, port) as server, server.client(server.login(*ADMIN)) as c:
             t0 = datetime.now(SH).replace(microsecond=0) + timedelta(seconds=2)
             # a: airs before the stop; b: falls while the server is down, > 8 s before it is back;

@@ -15,7 +15,7 @@ from openpyxl import load_workbook
 from core.clock import utcnow
 from devices import simulate
 from tests.api.conftest import ADMIN
-from tests.live import LiveSpeakers
+from tests.live import LiveSpeakers, server_keys
 from tests.web.conftest import PHONE, login, new_page
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,9 @@ def test_compose_approve_air_report_export_and_public_page(
     ]
     township_name = fleet.names[fleet.target]
 
-    with LiveSpeakers(specs, embedded_broker_url, tmp_path / "speaker-cache"):
+    with LiveSpeakers(
+        specs, embedded_broker_url, tmp_path / "speaker-cache", trusted_keys=server_keys(server.settings)
+    ):
         # --- staff: compose, preview, pick the township by searching, submit
         staff_ctx, page = new_page(browser, server.base_url)
         login(page, "staff1")
