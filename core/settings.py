@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -112,6 +112,14 @@ class SchedulerSettings(_Section):
     lead_time_s: float = Field(
         default=5.0, ge=0, description="Seconds before start_at that play commands are published."
     )
+    prefetch_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3 * 24 * 3600,
+        description="Publish scheduled airings this long before start_at (when more than lead_time_s), "
+        "so speakers hold their programme and air it even if the link drops (断网续播); e.g. 86400 "
+        "keeps the next day's programme on every speaker. 0: only lead_time_s.",
+    )
     report_grace_s: float = Field(
         default=30.0,
         ge=0,
@@ -141,6 +149,16 @@ class SchedulerSettings(_Section):
         pattern=r"^\d{2}:\d{2}$",
         description="Default end of quiet hours (local HH:MM); equal to quiet_start means none.",
     )
+
+    @model_validator(mode="after")
+    def _prefetch_within_horizon(self) -> SchedulerSettings:
+        if self.prefetch_s >= self.horizon_hours * 3600:
+            raise ValueError(
+                f"prefetch_s ({self.prefetch_s:g}) must be shorter than horizon_hours "
+                f"({self.horizon_hours:g} h): "
+                "airings are only planned that far ahead"
+            )
+        return self
 
 
 class AuthSettings(_Section):

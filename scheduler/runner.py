@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from core.clock import utcnow
 from core.db import session_scope
+from core.settings import SchedulerSettings
 from scheduler import runtime
 from scheduler import service as scheduler_service
 from scheduler.lock import RunnerLock
@@ -52,6 +53,11 @@ JOB_WINDOW = timedelta(minutes=10)
 PLAN_INTERVAL_S = 60.0
 # A stand-by runner tries to take the lock this often.
 LOCK_RETRY_S = 10.0
+
+
+def dispatch_ahead(sched: SchedulerSettings) -> timedelta:
+    """How long before start_at an airing is published: the lead time, or the prefetch if longer."""
+    return timedelta(seconds=max(sched.lead_time_s, sched.prefetch_s))
 
 
 class SchedulerRunner:
@@ -116,9 +122,9 @@ class SchedulerRunner:
         settings = self._rt.settings
         with session_scope(self._rt.session_factory) as session:
             scheduler_service.extend_horizon(session=session, settings=settings)
-        lead = timedelta(seconds=settings.scheduler.lead_time_s)
+        ahead = dispatch_ahead(settings.scheduler)
         with self._rt.session_factory() as session:
-            return scheduler_service.due_occurrences(session=session, until=utcnow() + lead + JOB_WINDOW)
+            return scheduler_service.due_occurrences(session=session, until=utcnow() + ahead + JOB_WINDOW)
 
     def _add_jobs(self, occurrences: Iterable[Occurrence]) -> int:
         self._jobs = {job.id for job in self._scheduler.get_jobs(jobstore="default")}
@@ -146,8 +152,7 @@ class SchedulerRunner:
         """Plan the dispatch (lead time before start) and the close (at the deadline) if due soon."""
         if not self.active:
             return 0
-        lead = timedelta(seconds=self._rt.settings.scheduler.lead_time_s)
-        dispatch_at = occ.start_at - lead
+        dispatch_at = occ.start_at - dispatch_ahead(self._rt.settings.scheduler)
         if occ.status == OccurrenceStatus.scheduled and dispatch_at > utcnow() + JOB_WINDOW:
             return 0  # the planner tick adds it when it comes near
         if occ.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched):
