@@ -129,6 +129,53 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import json
+    import threading
+
+    from core.db import make_engine, make_session_factory
+    from devices.ingest import ReportIngestor
+    from devices.transport import LinkError, MqttLink
+
+    settings = _settings(args)
+    broker = args.broker or settings.mqtt.url
+    if not broker:
+        print(
+            "`cunxiang ingest` needs an external broker: set CUNXIANG_MQTT_URL or pass --broker "
+            "(the embedded broker lives inside `cunxiang serve`, which ingests by itself)",
+            file=sys.stderr,
+        )
+        return 2
+    group = settings.devices.ingest_shared_group if args.shared_group is None else args.shared_group
+    # Workers do not migrate: `cunxiang serve` (or `cunxiang db upgrade`) owns the schema.
+    factory = make_session_factory(make_engine(settings.database_url))
+    d = settings.devices
+    link = MqttLink(
+        broker, client_id=f"{settings.mqtt.client_id}-ingest-{os.getpid()}",
+        ca_file=d.tls_ca_file, cert_file=d.tls_cert_file, key_file=d.tls_key_file,
+    )  # fmt: skip
+    try:
+        link.connect()
+    except LinkError as exc:
+        print(f"cannot ingest: {exc}", file=sys.stderr)
+        return 2
+    ingestor = ReportIngestor(link=link, session_factory=factory, shared_group=group)
+    ingestor.start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"ingesting speaker messages from {broker}" + (f" in shared group {group!r}" if group else ""),
+          flush=True)  # fmt: skip
+    while not stop.wait(args.stats_interval or None):
+        log.info("ingest counts: %s", dict(ingestor.counts))
+    ingestor.flush(timeout=10)
+    ingestor.stop()
+    link.close()
+    # The last line is the counts as JSON, for scripts (bench/ingest_workers.py reads it).
+    print(json.dumps(dict(ingestor.counts), sort_keys=True), flush=True)
+    return 0
+
+
 # ---------------------------------------------------------------- admin
 
 
@@ -357,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="mqtt://host:port (default CUNXIANG_MQTT_URL or the embedded broker)")
     data_dir(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("ingest", help="an ingest worker: speaker reports/status into the database")
+    p.add_argument("--broker", help="mqtt://host:port (default CUNXIANG_MQTT_URL)")
+    p.add_argument(
+        "--shared-group",
+        help="share the subscriptions with other workers as $share/GROUP/... "
+        "(default CUNXIANG_DEVICES_INGEST_SHARED_GROUP)",
+    )
+    p.add_argument("--stats-interval", type=float, default=60.0, help="log the counts this often (0: never)")
+    data_dir(p)
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("regions", help="administrative areas")
     rsub = p.add_subparsers(dest="regions_command", required=True)

@@ -45,6 +45,8 @@ import paho.mqtt.client as mqtt
 from common import ROOT, Result, Unavailable, print_results, run_main
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from devices.credentials import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ADMIN = ("admin", "bench-admin-password")
 COUNTY = "341225000000"
@@ -92,6 +94,7 @@ class Mosquitto:
         conf.write_text(
             f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             "set_tcp_nodelay true\npersistence false\nmax_keepalive 65535\nmax_connections -1\n"
+            f"max_queued_messages {MAX_QUEUED_MESSAGES}\nmax_inflight_messages {MAX_INFLIGHT_MESSAGES}\n"
             f"log_type error\nlog_dest file {work / 'mosquitto.log'}\n"
         )
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)])
@@ -218,7 +221,9 @@ class Server:
 class SwarmProcess:
     """bench/swarm.py in a subprocess, driven over its stdin/stdout."""
 
-    def __init__(self, broker_url: str, devices: list[tuple[str, str]], work: Path, keys: Path | None):
+    def __init__(
+        self, broker_url: str, devices: list[tuple[str, str]], work: Path, keys: Path | None, *, net: int
+    ):
         path = work / f"swarm-{len(devices)}-{time.monotonic_ns()}.json"
         path.write_text(json.dumps(devices))
         cmd = [
@@ -321,7 +326,7 @@ def tcp_connects(broker_url: str, n: int) -> float:
     try:
         for i in range(n):
             s = socket.socket()
-            s.bind((source_address(i), 0))
+            s.bind((source_address(i, net=3), 0))
             s.connect((host, port))
             socks.append(s)
         return time.monotonic() - started
@@ -389,7 +394,7 @@ def run_phases(args, server: Server, url: str, broker_url: str, devices, work: P
     rss_idle = rss_mb(server.pid)
 
     # 1. memory, speakers coming online in steps
-    swarm = SwarmProcess(broker_url, devices[:n], work, keys)
+    swarm = SwarmProcess(broker_url, devices[:n], work, keys, net=1)
     rss_steps: list[tuple[int, float]] = [(0, rss_idle)]
     online = 0
     for target in sorted({max(1, n // 5), max(1, n // 2), n}):
@@ -472,7 +477,7 @@ def run_phases(args, server: Server, url: str, broker_url: str, devices, work: P
     # 4. connections from zero
     print(f"connections: {args.connect} speakers from zero ...", flush=True)
     register(url, devices[n : args.connect])
-    big = SwarmProcess(broker_url, devices[: args.connect], work, keys)
+    big = SwarmProcess(broker_url, devices[: args.connect], work, keys, net=2)
     connect_s = big.connect(args.connect)
     big.quit()
     time.sleep(1.0)

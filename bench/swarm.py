@@ -57,18 +57,20 @@ from devices.signing import SignatureError, Verifier, read_public_keys  # noqa: 
 # Connections opened but not yet subscribed: more overflows the broker's listen backlog, and a
 # dropped SYN costs a one-second retransmit.
 CONNECTS_IN_FLIGHT = 200
-# Source addresses on 127/8 the connections are spread over: tens of thousands of connections from
-# one address exhaust its ephemeral ports (and slow every connect() while the kernel searches).
-SOURCE_ADDRESSES = 250
 KEEPALIVE_S = 120
 # paho's keepalive bookkeeping (PINGREQ) for every client runs this often.
 MISC_INTERVAL_S = 5.0
 FIRMWARE = "bench-swarm"
 
 
-def source_address(i: int) -> str:
-    """A loopback source address for connection i (127.0.b.c, c in 2..251)."""
-    return f"127.0.{1 + i // (SOURCE_ADDRESSES * 200)}.{2 + i % SOURCE_ADDRESSES}"
+def source_address(i: int, net: int = 1) -> str:
+    """Loopback source address of connection i: 127.net.x.y, one per connection.
+
+    Tens of thousands of connections from one address exhaust its ephemeral ports, and every
+    connect() slows while the kernel searches past the ports still in TIME_WAIT from an earlier
+    run; a fresh address per connection (and a fresh `net` per swarm) never searches.
+    """
+    return f"127.{net}.{i // 250 % 256}.{2 + i % 250}"
 
 
 @dataclass
@@ -84,8 +86,10 @@ class Speaker:
 class Swarm:
     """Speakers, their selector loop, timers and the controller's command queue."""
 
-    def __init__(self, host: str, port: int, devices: list[tuple[str, str]], verifier: Verifier | None):
-        self.host, self.port = host, port
+    def __init__(
+        self, host: str, port: int, devices: list[tuple[str, str]], verifier: Verifier | None, net: int = 1
+    ):
+        self.host, self.port, self.net = host, port, net
         self.speakers = [Speaker(d, a) for d, a in devices]
         self.verifier = verifier
         self.sel = selectors.DefaultSelector()
@@ -172,7 +176,7 @@ class Swarm:
         c.on_socket_register_write = self._want_write
         c.on_socket_unregister_write = self._done_write
         c.will_set(protocol.device_topic(speaker.device_id, "online"), protocol.OFFLINE, qos=1, retain=True)
-        c.connect(self.host, self.port, keepalive=KEEPALIVE_S, bind_address=source_address(i))
+        c.connect(self.host, self.port, keepalive=KEEPALIVE_S, bind_address=source_address(i, self.net))
         return c
 
     def _on_connect(self, client, speaker: Speaker, flags, reason_code, properties) -> None:
@@ -377,11 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", required=True, help="mqtt://host:port")
     parser.add_argument("--devices", required=True, help="JSON file: [[device_id, area_code], ...]")
     parser.add_argument("--keys", help="trusted-keys file of the server (no file: signatures not checked)")
+    parser.add_argument("--net", type=int, default=1, help="source addresses 127.NET.x.y (1-254)")
     args = parser.parse_args(argv)
     host, port, _user, _password = _split(args.broker)
     devices = [tuple(x) for x in json.loads(Path(args.devices).read_text())]
     verifier = Verifier(read_public_keys(Path(args.keys).read_text().splitlines())) if args.keys else None
-    Swarm(host, port, devices, verifier).run()
+    Swarm(host, port, devices, verifier, args.net).run()
     return 0
 
 

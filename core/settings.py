@@ -190,6 +190,18 @@ class DevicesSettings(_Section):
         description="How often a signed `sync` goes to every county topic, giving every speaker a "
         "fresh clock sample and status; 0 turns it off.",
     )
+    ingest_in_server: bool = Field(
+        default=True,
+        description="`cunxiang serve` ingests speaker reports itself; false when separate "
+        "`cunxiang ingest` workers do it.",
+    )
+    ingest_shared_group: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_-]{0,64}$",
+        description="Share the report/status/online subscriptions as `$share/GROUP/...`, so each "
+        "message goes to one of several ingest processes (Mosquitto, EMQX; not the embedded broker). "
+        "Empty: every ingestor gets every message.",
+    )
     tls_ca_file: str | None = Field(
         default=None,
         description="CA certificate file for an mqtts:// broker (default: the system's CAs).",

@@ -102,6 +102,11 @@ def acl_file(*, session: Session, admins: Sequence[str]) -> str:
     return "\n".join(out)
 
 
+# Per-client queue and in-flight window Mosquitto keeps for QoS 1 messages to a subscriber.
+MAX_QUEUED_MESSAGES = 100_000
+MAX_INFLIGHT_MESSAGES = 100
+
+
 def mosquitto_conf(*, password_path: str, acl_path: str, port: int = 1883, tls: bool = False) -> str:
     """A Mosquitto 2.x configuration snippet using the generated files."""
     lines = [
@@ -112,7 +117,12 @@ def mosquitto_conf(*, password_path: str, acl_path: str, port: int = 1883, tls: 
         f"acl_file {acl_path}",
         "# A speaker cannot take over another's session: the client id is the user name.",
         "use_username_as_clientid true",
+        "# Nagle off: with it, QoS 1 on a LAN stalls near 500 msg/s instead of ~24,000 (docs/scaling.md).",
         "set_tcp_nodelay true",
+        "# The server's ingest connection receives every speaker's reports: when a county's speakers",
+        "# report at once, Mosquitto's default queue of 1,000 messages per client would drop the rest.",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
         f"listener {port}",
     ]
     if tls:

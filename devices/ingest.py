@@ -11,15 +11,18 @@ import logging
 import queue
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from core.db import session_scope
 from devices import fleet, protocol
 from devices import service as device_service
-from devices.transport import Link
+from devices.models import Device
+from devices.transport import Link, shared
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,16 @@ SUBSCRIPTIONS = (
 
 
 class ReportIngestor:
-    """Subscribes to every speaker's report/status/online topic and records what arrives."""
+    """Subscribes to every speaker's report/status/online topic and records what arrives.
 
-    def __init__(self, *, link: Link, session_factory: sessionmaker[Session]) -> None:
+    With a `shared_group`, the subscriptions are shared (`$share/GROUP/...`): the broker gives
+    each message to one ingestor of the group, so N processes split the load (docs/scaling.md).
+    """
+
+    def __init__(self, *, link: Link, session_factory: sessionmaker[Session], shared_group: str = "") -> None:
         self._link = link
         self._session_factory = session_factory
+        self.shared_group = shared_group
         self._queue: queue.Queue[tuple[str, bytes, datetime] | None] = queue.Queue(QUEUE_MAX)
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
@@ -53,7 +61,7 @@ class ReportIngestor:
         self._thread = threading.Thread(target=self._run, name="report-ingestor", daemon=True)
         self._thread.start()
         for topic in SUBSCRIPTIONS:
-            self._link.subscribe(topic, self._on_message, qos=protocol.QOS_REPORT)
+            self._link.subscribe(shared(self.shared_group, topic), self._on_message, qos=protocol.QOS_REPORT)
 
     def stop(self) -> None:
         """Write what is queued, then stop the worker."""
@@ -103,18 +111,34 @@ class ReportIngestor:
                     break
                 batch.append(item)
             try:
-                self._write(batch)
-            except Exception:
-                # The database is unavailable or a bug: count and log, keep the worker alive.
-                self.counts["batch_errors"] += 1
-                log.exception("could not write a batch of %d speaker messages", len(batch))
+                self._write_batch(batch)
             finally:
                 self._done(len(batch))
 
-    def _write(self, batch: list[tuple[str, bytes, datetime]]) -> None:
-        reports: list[tuple[protocol.Report, datetime]] = []
-        online: dict[str, tuple[bool, datetime]] = {}
-        statuses: dict[str, tuple[protocol.Status, datetime]] = {}
+    def _write_batch(self, batch: list[tuple[str, bytes, datetime]]) -> None:
+        """Parse a batch and store it in one transaction; if that fails, store each message in its
+        own, so one message the database refuses cannot cost other speakers their reports."""
+        parsed = self._parse(batch)
+        try:
+            self._store(parsed)
+            return
+        except Exception as exc:
+            if parsed.size <= 1:
+                self.counts["write_errors"] += parsed.size
+                log.exception("could not store a speaker message")
+                return
+            self.counts["batch_errors"] += 1
+            log.warning("storing %d speaker messages failed (%s); storing them one by one", parsed.size, exc)
+        for single in parsed.split():
+            try:
+                self._store(single)
+            except Exception as exc:
+                # The database is unavailable, or this message trips a bug: count, log, go on.
+                self.counts["write_errors"] += 1
+                log.warning("could not store a speaker message (%s): %s", single.describe(), exc)
+
+    def _parse(self, batch: list[tuple[str, bytes, datetime]]) -> _Parsed:
+        parsed = _Parsed()
         for topic, payload, arrived in batch:
             self.counts["received"] += 1
             try:
@@ -129,38 +153,75 @@ class ReportIngestor:
                         raise protocol.ProtocolError(
                             f"report names device {report.device_id!r} on {device_id!r}'s topic"
                         )
-                    reports.append((report, arrived))
+                    parsed.reports.append((report, arrived))
                 elif leaf == "online":
                     if payload not in (protocol.ONLINE, protocol.OFFLINE):
                         raise protocol.ProtocolError(f"online flag must be 1 or 0, got {payload[:16]!r}")
-                    online[device_id] = (payload == protocol.ONLINE, arrived)
+                    parsed.online[device_id] = (payload == protocol.ONLINE, arrived)
                 elif leaf == "status":
                     status = protocol.parse_status(payload)
                     if status.device_id != device_id:
                         raise protocol.ProtocolError(
                             f"status names device {status.device_id!r} on {device_id!r}'s topic"
                         )
-                    statuses[device_id] = (status, arrived)  # the newest of the batch wins
+                    parsed.statuses[device_id] = (status, arrived)  # the newest of the batch wins
                 else:
                     continue  # our own command topics are not subscribed; ignore anything else
             except protocol.ProtocolError as exc:
                 self.counts["malformed"] += 1
                 log.warning("dropped message on %s: %s", topic, exc)
+        return parsed
+
+    def _store(self, parsed: _Parsed) -> None:
         with session_scope(self._session_factory) as session:
-            result = device_service.apply_reports(session=session, reports=reports)
-            for device_id, (is_online, at) in online.items():
+            if parsed.online:
+                # One query loads every device whose flag changed; set_online then finds them in
+                # the session instead of asking the database once per speaker.
+                session.scalars(select(Device).where(Device.id.in_(list(parsed.online)))).all()
+            result = device_service.apply_reports(session=session, reports=parsed.reports)
+            unknown_online = 0
+            for device_id, (is_online, at) in parsed.online.items():
                 if not device_service.set_online(
                     session=session, device_id=device_id, online=is_online, at=at
                 ):
-                    self.counts["unknown_device"] += 1
-            status_applied, status_unknown = fleet.apply_statuses(session=session, statuses=statuses)
+                    unknown_online += 1
+            status_applied, status_unknown = fleet.apply_statuses(session=session, statuses=parsed.statuses)
+        # counted only once the transaction committed
+        self.counts["unknown_device"] += unknown_online + status_unknown + result.unknown_device
         self.counts["status"] += status_applied
-        self.counts["unknown_device"] += status_unknown
         self.counts["applied"] += result.applied
         self.counts["stale"] += result.stale
-        self.counts["unknown_device"] += result.unknown_device
         self.counts["unknown_delivery"] += result.unknown_delivery
         if result.unknown_devices:
             log.warning("reports from unknown devices: %s", ", ".join(sorted(result.unknown_devices)[:10]))
         if result.unknown_delivery:
             log.warning("%d reports for occurrences not sent to their device", result.unknown_delivery)
+
+
+@dataclass
+class _Parsed:
+    """The valid messages of a batch, by kind."""
+
+    reports: list[tuple[protocol.Report, datetime]] = field(default_factory=list)
+    online: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
+    statuses: dict[str, tuple[protocol.Status, datetime]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.reports) + len(self.online) + len(self.statuses)
+
+    def split(self) -> list[_Parsed]:
+        """One _Parsed per message."""
+        return (
+            [_Parsed(reports=[r]) for r in self.reports]
+            + [_Parsed(online={d: v}) for d, v in self.online.items()]
+            + [_Parsed(statuses={d: v}) for d, v in self.statuses.items()]
+        )
+
+    def describe(self) -> str:
+        if self.reports:
+            report = self.reports[0][0]
+            return f"report of {report.device_id} for occurrence {report.occurrence_id}"
+        if self.online:
+            return f"online flag of {next(iter(self.online))}"
+        return f"status of {next(iter(self.statuses), '?')}"

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -40,6 +41,10 @@ QOS_STATUS = 1
 AREA_CODE_RE = re.compile(r"^\d{12}$")
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SHA256_RE = r"^[0-9a-f]{64}$"
+# Ids and counters fit a signed 32-bit column on every database; larger ones are malformed.
+MAX_INT = 2**31 - 1
+# Timestamps outside these years are malformed (and could not even be converted to UTC).
+MIN_YEAR, MAX_YEAR = 2000, 2200
 
 
 class ProtocolError(ValueError):
@@ -91,8 +96,23 @@ def device_id_from_topic(topic: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------- messages
 
+
+def _sane_time(value: datetime) -> datetime:
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise ValueError(f"timestamp must lie in the years {MIN_YEAR}-{MAX_YEAR}")
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_INT)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+
 Timestamp = Annotated[
     AwareDatetime,
+    AfterValidator(_sane_time),
     PlainSerializer(
         lambda v: v.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         return_type=str,
@@ -111,7 +131,8 @@ def new_cmd_id() -> str:
 
 class _Message(BaseModel):
     # Unknown fields are ignored so a newer server can add fields without breaking old speakers.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Infinity and NaN are not JSON, but Python's parser accepts them: refuse them.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
     v: Literal[1] = VERSION
 
 
@@ -128,12 +149,12 @@ class PlayCommand(_Command):
     """Download the audio, check it, play it at start_at."""
 
     type: Literal["play"] = "play"
-    occurrence_id: int = Field(ge=1)
-    broadcast_id: int = Field(ge=1)
+    occurrence_id: Id
+    broadcast_id: Id
     title: str = Field(default="", max_length=200)
     audio_url: str = Field(min_length=1, max_length=2048)
     sha256: str = Field(pattern=SHA256_RE)
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = Field(ge=0, le=2**40)
     duration_s: float = Field(gt=0, le=24 * 3600)
     start_at: Timestamp
     expires_at: Timestamp
@@ -145,7 +166,7 @@ class StopCommand(_Command):
     """Stop an occurrence (or whatever plays, when occurrence_id is null) and forget it."""
 
     type: Literal["stop"] = "stop"
-    occurrence_id: int | None = None
+    occurrence_id: Id | None = None
 
 
 class SetVolumeCommand(_Command):
@@ -178,10 +199,10 @@ class Report(_Message):
     """What a speaker did with one occurrence."""
 
     device_id: str = Field(pattern=DEVICE_ID_RE.pattern)
-    occurrence_id: int = Field(ge=1)
+    occurrence_id: Id
     state: ReportState
     at: Timestamp = Field(default_factory=_now)
-    seconds_played: float | None = Field(default=None, ge=0)
+    seconds_played: float | None = Field(default=None, ge=0, le=24 * 3600)
     error: str | None = Field(default=None, max_length=500)
 
 
@@ -211,7 +232,7 @@ class Status(_Message):
     device_id: str = Field(pattern=DEVICE_ID_RE.pattern)
     state: Literal["idle", "downloading", "playing"] = "idle"
     volume: int = Field(default=80, ge=0, le=100)
-    occurrence_id: int | None = None
+    occurrence_id: Id | None = None
     firmware: str = Field(default="", max_length=64)
     uptime_s: float = Field(default=0, ge=0)
     fault: str | None = Field(default=None, max_length=200)
@@ -219,9 +240,9 @@ class Status(_Message):
     at: Timestamp = Field(default_factory=_now)
     # Added in the "Speakers" issue; optional, so older speakers stay valid.
     clock_offset_s: float | None = Field(default=None, ge=-86400 * 366, le=86400 * 366)
-    pending: int | None = Field(default=None, ge=0, description="airings held locally, not yet final")
-    queued_reports: int | None = Field(default=None, ge=0)
-    rejected: dict[str, int] | None = Field(default=None, max_length=16)
+    pending: Count | None = Field(default=None, description="airings held locally, not yet final")
+    queued_reports: Count | None = None
+    rejected: dict[str, Count] | None = Field(default=None, max_length=16)
     last_rejection: Rejection | None = None
     commands: list[CommandResult] | None = Field(default=None, max_length=8)
 
@@ -242,6 +263,8 @@ def _load(payload: bytes, limit: int) -> object:
         return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep, numbers too long
+        raise ProtocolError(f"not acceptable JSON: {type(exc).__name__}") from None
 
 
 def _explain(exc: ValidationError) -> str:

@@ -21,6 +21,10 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 # Fan-out publishes many QoS 1 messages at once; paho's default of 20 in flight is too few.
 MAX_INFLIGHT = 100
+# Messages paho holds for one connection before publish() refuses more. QoS 1 message ids are
+# 16-bit and paho assigns them when a message is queued: past 65,535 queued, ids repeat and the
+# connection stalls. Refusing (LinkError) is better than stalling every speaker behind it.
+MAX_QUEUED = 60_000
 KEEPALIVE_S = 30
 
 Handler = Callable[[str, bytes], None]
@@ -56,6 +60,21 @@ def parse_broker_url(url: str) -> tuple[str, int, str | None, str | None]:
     return parts.hostname, parts.port or default_port, username, password
 
 
+def shared(group: str, topic: str) -> str:
+    """The shared-subscription form of a topic filter (MQTT 5 `$share`, which Mosquitto and EMQX
+    also honour for 3.1.1 clients); an empty group leaves the filter as it is."""
+    return f"$share/{group}/{topic}" if group else topic
+
+
+def unshared(topic: str) -> str:
+    """The plain filter inside `$share/GROUP/filter` (what arriving messages' topics match)."""
+    if topic.startswith("$share/"):
+        parts = topic.split("/", 2)
+        if len(parts) == 3:
+            return parts[2]
+    return topic
+
+
 class MqttLink:
     """paho-mqtt 2.x client on its own network thread; reconnects and resubscribes by itself.
 
@@ -85,7 +104,7 @@ class MqttLink:
         if urlsplit(url).scheme == "mqtts":
             self._client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
-        self._client.max_queued_messages_set(0)
+        self._client.max_queued_messages_set(MAX_QUEUED)
         self._client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -120,10 +139,14 @@ class MqttLink:
             raise LinkError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
 
     def subscribe(self, topic: str, handler: Handler, *, qos: int = 1) -> None:
-        """Call handler(topic, payload) for every message on topic (wildcards allowed)."""
+        """Call handler(topic, payload) for every message on topic (wildcards allowed).
+
+        A shared subscription (`$share/GROUP/filter`) gives each message to one subscriber of the
+        group; the handler sees the message's real topic.
+        """
         with self._lock:
             self._handlers[topic] = (handler, qos)
-        self._client.message_callback_add(topic, self._dispatch(handler))
+        self._client.message_callback_add(unshared(topic), self._dispatch(handler))
         if self.connected:
             self._client.subscribe(topic, qos=qos)
 
