@@ -20,6 +20,8 @@ Driven by a controller over stdin/stdout, one JSON object per line:
     {"cmd": "burst", "n": N, "topic": T, "bytes": B}
         every one of the first N speakers publishes one QoS 1 message of B bytes to
         T.format(device_id=...) at once     -> {"ev": "burst", "start": .., "acked": .., "n": ..}
+    {"cmd": "reports", "occurrences": [..], "states": [..]}
+        every speaker reports each state of each occurrence at once -> {"ev": "burst", ...}
     {"cmd": "quit"}                        -> disconnects everyone and exits
 
 and on its own: {"ev": "played", "occurrence": .., "end": .., "first": .., "last": .., "n": ..}
@@ -316,6 +318,24 @@ class Swarm:
                     cmd["topic"].format(device_id=speaker.device_id), payload, qos=1
                 )
                 mids.add((speaker.device_id, info.mid))
+        elif name == "reports":
+            # every ready speaker reports each state of each occurrence, all at once
+            mids = set()
+            live = [s for s in self.speakers if s.ready]
+            self._burst = {"n": 0, "start": time.time(), "mids": mids}
+            for occurrence_id in cmd["occurrences"]:
+                for state in cmd.get("states", ["received", "playing", "played"]):
+                    for speaker in live:
+                        assert speaker.client is not None
+                        extra = {"seconds_played": 3.0} if state == "played" else {}
+                        report = protocol.Report(
+                            device_id=speaker.device_id, occurrence_id=occurrence_id, state=state, **extra
+                        )
+                        info = speaker.client.publish(
+                            protocol.device_topic(speaker.device_id, "report"), protocol.encode(report), qos=1
+                        )
+                        mids.add((speaker.device_id, info.mid))
+            self._burst["n"] = len(mids)
         elif name == "quit":
             self.running = False
 
