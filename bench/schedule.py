@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=50, help="airings all at one second in the window")
     parser.add_argument("--fire-seconds", type=float, default=40.0, help="length of the firing window")
     parser.add_argument("--broker", help="mqtt://host:port: also publish to this broker")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.fire, args.burst, args.fire_seconds = "100", 10, 5, 5.0
     logging.basicConfig(level=logging.WARNING)
     sizes = [int(x) for x in args.sizes.split(",")]
     results = []
