@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.clock import utcnow
@@ -48,8 +48,15 @@ class PlaylistItem(Base):
     position: Mapped[int] = mapped_column(Integer)
     kind: Mapped[ItemKind] = mapped_column(Enum(ItemKind, native_enum=False, length=8))
     text: Mapped[str | None] = mapped_column(Text)
+    # A text item's speech settings (tts.schemas.SpeechSettings): the same as a preview's, so the
+    # same text and settings give the same asset.
     voice: Mapped[str | None] = mapped_column(String(64))
     rate: Mapped[int] = mapped_column(Integer, default=0)  # speech rate in percent, -50..+100
+    volume: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # loudness, percent
+    pitch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # Hz
+    repeat: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # readings of this item
+    chime: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    closing_chime: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     asset_id: Mapped[int | None] = mapped_column(ForeignKey("audio_assets.id"))
 
     playlist: Mapped[Playlist] = relationship(back_populates="items")
