@@ -1,14 +1,16 @@
-"""The `cunxiang` command: serve, agent, simulate, regions, users, db."""
+"""The `cunxiang` command: serve, agent, simulate, ingest, regions, users, db, tts, keys, mosquitto."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -38,22 +40,83 @@ def _session_factory(settings):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api.app import create_app
-
     extra = {}
     if "CUNXIANG_PUBLIC_URL" not in os.environ:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         extra["public_url"] = f"http://{host}:{args.port}"
     settings = _settings(args, **extra)
+    # Checked before anything is created or printed: a demo password printed just before a failed
+    # start scrolls away with the traceback, and the next run does not show it again.
+    problem = _listen_problem(settings, args.host, args.port)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from api.app import create_app
+    from core import users
+
     per_village = 0
     if args.demo:
         per_village = args.speakers_per_village
-        _load_demo(settings, per_village)
+        try:
+            _load_demo(settings, per_village)
+        except users.UserError as exc:  # CUNXIANG_ADMIN_PASSWORD too short
+            print(f"error: CUNXIANG_ADMIN_PASSWORD: {exc}", file=sys.stderr)
+            return 2
     app = create_app(settings, simulate_per_village=per_village)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """None if a server could listen on host:port now, else the error binding it gave."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn and amqtt choose
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Both listen with SO_REUSEADDR, so a port with connections in TIME_WAIT is not "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
+def _listen_problem(settings, host: str, port: int) -> str | None:
+    """Why `serve` could not listen on its HTTP port or its embedded broker's port, or None."""
+    if not settings.mqtt.url:
+        mhost, mport = settings.mqtt.host, settings.mqtt.port
+        exc = _bind_error(mhost, mport)
+        if exc is not None and exc.errno == errno.EADDRINUSE:
+            there = "127.0.0.1" if mhost in ("0.0.0.0", "::") else mhost
+            mosquitto = (
+                "; installing the mosquitto package, as ./scripts/test does, starts one on this port"
+                if mport == 1883
+                else ""
+            )
+            return (
+                f"error: cannot start the embedded MQTT broker: port {mport} on {mhost} is already in use "
+                f"by another program (cunxiang cannot tell which; `ss -ltnp 'sport = :{mport}'` shows "
+                f"it{mosquitto}). If it is an MQTT broker such as Mosquitto, set "
+                f"CUNXIANG_MQTT_URL=mqtt://{there}:{mport} to use it instead of the embedded one; or set "
+                f"CUNXIANG_MQTT_PORT={mport + 1 if mport < 65535 else 1884} to run the embedded broker on "
+                f"another port. Nothing was started or changed."
+            )
+        if exc is not None:
+            return (
+                f"error: cannot start the embedded MQTT broker on {mhost}:{mport}: {exc} "
+                f"(CUNXIANG_MQTT_HOST / CUNXIANG_MQTT_PORT). Nothing was started or changed."
+            )
+    exc = _bind_error(host, port)
+    if exc is not None and exc.errno == errno.EADDRINUSE:
+        return (
+            f"error: cannot serve HTTP: port {port} on {host} is already in use by another program "
+            f"(perhaps another `cunxiang serve`; `ss -ltnp 'sport = :{port}'` shows it). "
+            f"Pick another port with --port. Nothing was started or changed."
+        )
+    if exc is not None:
+        return f"error: cannot serve HTTP on {host}:{port}: {exc}. Nothing was started or changed."
+    return None
 
 
 def _load_demo(settings, per_village: int) -> None:
@@ -74,6 +137,14 @@ def _load_demo(settings, per_village: int) -> None:
                 print("created user admin (password from CUNXIANG_ADMIN_PASSWORD)")
             else:
                 print(f"created user admin with password: {password}   (shown once; keep it)")
+        elif settings.admin_password:
+            users.set_password(session=session, username="admin", password=settings.admin_password)
+            print("user admin exists: its password is now CUNXIANG_ADMIN_PASSWORD")
+        else:
+            print(
+                "user admin exists (password unchanged; to reset it, set CUNXIANG_ADMIN_PASSWORD or run "
+                "`cunxiang users passwd --username admin`)"
+            )
         if per_village > 0:
             devices = device_service.ensure_simulated(session=session, per_village=per_village)
             print(f"{len(devices)} simulated speakers registered ({per_village} per village)")
@@ -200,13 +271,24 @@ def cmd_regions_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(given: str | None) -> str | None:
+    """--password, else asked twice on a terminal, else one line of stdin; None if typed differently."""
+    if given is not None:
+        return given
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("password: ")
+    return password if getpass.getpass("again: ") == password else None
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     from core import users
     from core.db import session_scope
 
-    password = args.password
+    password = _read_password(args.password)
     if password is None:
-        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        print("error: the passwords differ", file=sys.stderr)
+        return 1
     settings = _settings(args)
     factory = _session_factory(settings)
     try:
@@ -224,6 +306,27 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     except users.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_users_passwd(args: argparse.Namespace) -> int:
+    from core import users
+    from core.db import session_scope
+
+    password = _read_password(args.password)
+    if password is None:
+        print("error: the passwords differ", file=sys.stderr)
+        return 1
+    settings = _settings(args)
+    factory = _session_factory(settings)
+    try:
+        with session_scope(factory) as session:
+            users.set_password(session=session, username=args.username, password=password)
+    except users.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # Tokens already issued stay valid until they expire (CUNXIANG_AUTH_TOKEN_MINUTES).
+    print(f"password of user {args.username} changed")
     return 0
 
 
@@ -432,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password")
     data_dir(p)
     p.set_defaults(func=cmd_users_add)
+    p = usub.add_parser("passwd", help="set a user's password (from --password or stdin)")
+    p.add_argument("--username", required=True)
+    p.add_argument("--password")
+    data_dir(p)
+    p.set_defaults(func=cmd_users_passwd)
 
     p = sub.add_parser("tts", help="speech assets")
     tsub = p.add_subparsers(dest="tts_command", required=True)

@@ -43,7 +43,6 @@ class MqttSettings(_Section):
     host: str = Field(default="127.0.0.1", description="Address the embedded broker binds.")
     port: int = Field(default=1883, ge=1, le=65535, description="Port of the embedded broker.")
     client_id: str = Field(default="cunxiang-server", description="Client id prefix of the server.")
-    max_payload: int = Field(default=16384, description="Reports larger than this many bytes are dropped.")
 
 
 class TtsSettings(_Section):

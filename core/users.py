@@ -1,4 +1,4 @@
-"""User accounts: creation with validation, lookup, and password authentication."""
+"""User accounts: creation with validation, lookup, password authentication and reset."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _DUMMY_HASH = auth.hash_password("cunxiang-no-such-user")
 
 
 class UserError(ValueError):
-    """A user could not be created as asked (bad username, password, role or area)."""
+    """A user could not be created or changed as asked (bad username, password, role or area)."""
 
 
 def get_by_username(*, session: Session, username: str) -> User | None:
@@ -35,8 +35,7 @@ def create_user(
     """Validate and store a new user with a hashed password, and commit."""
     if not USERNAME_RE.fullmatch(username or ""):
         raise UserError("username must be 3-64 characters of letters, digits, '_', '.' or '-'")
-    if len(password or "") < PASSWORD_MIN:
-        raise UserError(f"password must be at least {PASSWORD_MIN} characters")
+    _check_password(password)
     try:
         role = Role(role)
     except ValueError:
@@ -56,6 +55,18 @@ def create_user(
     return user
 
 
+def set_password(*, session: Session, username: str, password: str) -> User:
+    """Replace the password of an existing user, and commit."""
+    _check_password(password)
+    user = get_by_username(session=session, username=username)
+    if user is None:
+        raise UserError(f"no user {username!r}")
+    user.password_hash = auth.hash_password(password)
+    session.commit()
+    log.info("password of user %s reset", username)
+    return user
+
+
 def authenticate(*, session: Session, username: str, password: str) -> User | None:
     """Return the active user whose password matches, or None."""
     user = get_by_username(session=session, username=username)
@@ -69,3 +80,8 @@ def authenticate(*, session: Session, username: str, password: str) -> User | No
         user.password_hash = new_hash
         session.commit()
     return user
+
+
+def _check_password(password: str | None) -> None:
+    if len(password or "") < PASSWORD_MIN:
+        raise UserError(f"password must be at least {PASSWORD_MIN} characters")

@@ -55,3 +55,20 @@ def test_invalid_users_are_refused(session, kwargs, message):
     with pytest.raises(UserError, match=message):
         users.create_user(session=session, **args)
     assert users.get_by_username(session=session, username=args["username"]) is None
+
+
+def test_set_password_replaces_the_old_one(session):
+    users.create_user(session=session, username="admin", password="forgotten-1", role=Role.admin)
+    users.set_password(session=session, username="admin", password="remembered-2")
+    session.expunge_all()
+    assert users.authenticate(session=session, username="admin", password="forgotten-1") is None
+    assert users.authenticate(session=session, username="admin", password="remembered-2") is not None
+
+
+def test_set_password_refuses_unknown_user_and_short_password(session):
+    users.create_user(session=session, username="admin", password="kept-password", role=Role.admin)
+    with pytest.raises(UserError, match="no user"):
+        users.set_password(session=session, username="nobody", password="long-enough")
+    with pytest.raises(UserError, match="at least 8"):
+        users.set_password(session=session, username="admin", password="short")
+    assert users.authenticate(session=session, username="admin", password="kept-password") is not None

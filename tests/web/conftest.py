@@ -18,7 +18,13 @@ from devices import service as device_service
 from tests.api.conftest import make_settings, seed
 from tests.live import LiveServer, free_port
 
-CHROMIUM = os.environ.get("CUNXIANG_CHROMIUM", "/usr/bin/chromium")
+# Debian's package installs chromium; Ubuntu's chromium-browser (scripts/install.sh tries both).
+CHROMIUM = (
+    os.environ.get("CUNXIANG_CHROMIUM")
+    or shutil.which("chromium")
+    or shutil.which("chromium-browser")
+    or "/usr/bin/chromium"
+)
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PASSWORD = "web-password-1"
 DESKTOP = {"width": 1280, "height": 900}
@@ -89,7 +95,8 @@ def console(tmp_path, sqlite_database_url, embedded_broker_url):
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(
-            f"{CHROMIUM} not found: apt-get install chromium fonts-wqy-microhei (scripts/install.sh --test)"
+            f"{CHROMIUM} not found: apt-get install chromium (Ubuntu: chromium-browser) fonts-wqy-microhei "
+            "(scripts/install.sh --test), or set CUNXIANG_CHROMIUM"
         )
     from playwright.sync_api import sync_playwright
 
