@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routes import broadcasts, devices, fleet, playlists, regions, schedule, system
+from api.routes import broadcasts, devices, fleet, playlists, regions, reports, schedule, system
 from api.routes import tts as speech_routes
 from api.services import Services
 from api.web import install as install_web
@@ -36,7 +36,7 @@ def create_app(
         description="Broadcast scheduling for village loudspeaker networks.",
         lifespan=lifespan,
     )
-    for module in (system, regions, fleet, devices, broadcasts, playlists, schedule):
+    for module in (system, regions, fleet, devices, broadcasts, playlists, schedule, reports):
         app.include_router(module.router)
     app.include_router(speech_routes.router)
     install_web(app)  # the console, public village pages and static files

@@ -10,9 +10,11 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from api.services import Services
-from core import auth
+from core import auth, regions
 from core.models import Role, User
 from core.settings import Settings
+from devices import service as device_service
+from devices.models import Device
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
 
@@ -82,3 +84,33 @@ def require_roles(*roles: Role):
         return user
 
     return check
+
+
+# ---------------------------------------------------------------- areas
+# A user bound to an area (users.area_code) reads and acts only inside it; an unbound user
+# (county-wide admin) everywhere. Outside is a 403 naming both areas, never an empty answer.
+
+
+def area_in_scope(user: User, area: str | None) -> str | None:
+    """The area a request looks at: `area` if it lies in the user's area (403 otherwise); when
+    absent, the user's own area (None for an unbound user: everywhere)."""
+    if area is None:
+        return user.area_code
+    if user.area_code and not regions.is_under(area, user.area_code):
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN, detail=f"area {area} is outside your area {user.area_code}"
+        )
+    return area
+
+
+def device_in_scope(session: Session, user: User, device_id: str) -> Device:
+    """The speaker (404 if unknown) if it lies in the user's area (403 otherwise)."""
+    device = device_service.get(session=session, device_id=device_id)
+    if device is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no device {device_id}")
+    if user.area_code and not regions.is_under(device.area_code, user.area_code):
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"device {device_id} is outside your area {user.area_code}",
+        )
+    return device

@@ -1,50 +1,16 @@
-"""Read-only views of the speaker fleet for the console: counts per area, one speaker's history."""
+"""Read-only views of the speaker fleet for the console: one speaker's history (counts per area
+are devices.fleet.health's)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import regions
-from core.models import Region
 from devices.models import Delivery, Device
 from scheduler.models import Broadcast, Occurrence
-
-
-@dataclass(frozen=True)
-class AreaCount:
-    code: str
-    name: str
-    total: int
-    online: int
-
-    @property
-    def offline(self) -> int:
-        return self.total - self.online
-
-    @property
-    def online_rate(self) -> float:
-        return round(self.online / self.total, 4) if self.total else 0.0
-
-
-def counts_by_township(*, session: Session, area_code: str) -> list[AreaCount]:
-    """Speakers and how many are online, per township under `area_code` (or the area itself)."""
-    prefix = regions.code_prefix(area_code)
-    township = func.substr(Device.area_code, 1, 9)
-    rows = session.execute(
-        select(township, func.count(), func.sum(case((Device.online.is_(True), 1), else_=0)))
-        .where(Device.area_code.startswith(prefix))
-        .group_by(township)
-    ).all()
-    codes = {f"{t}000" for t, _, _ in rows}
-    names = dict(session.execute(select(Region.code, Region.name).where(Region.code.in_(codes))).all())
-    return sorted(
-        (AreaCount(f"{t}000", names.get(f"{t}000", f"{t}000"), n, int(up or 0)) for t, n, up in rows),
-        key=lambda c: c.code,
-    )
 
 
 @dataclass(frozen=True)

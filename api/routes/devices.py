@@ -1,4 +1,4 @@
-"""The speaker registry."""
+"""The speaker registry, scoped to the user's area (api/deps.py: `area_in_scope`, `device_in_scope`)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from api.deps import CurrentUser, SessionDep, require_roles
+from api.deps import CurrentUser, SessionDep, area_in_scope, device_in_scope, require_roles
 from api.routes.common import Limit, Offset, Page
-from core.models import Role
+from core.models import Role, User
 from devices import service as device_service
 from devices.schemas import DeviceCreate, DeviceRead
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
+Operator = Annotated[User, Depends(require_roles(Role.operator))]
+
 
 @router.get("")
 def list_devices(
     session: SessionDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     area: Annotated[
-        str | None, Query(pattern=r"^\d{12}$", description="Area code; devices under it.")
+        str | None,
+        Query(pattern=r"^\d{12}$", description="Area code; devices under it. Absent: your area."),
     ] = None,
     online: Annotated[
         bool | None, Query(description="Only online (true) or offline (false) speakers.")
@@ -28,20 +31,20 @@ def list_devices(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DeviceRead]:
-    """Speakers, filtered by area and online state."""
+    """Speakers under an area (403 outside yours), filtered by online state."""
     items, total = device_service.list_devices(
-        session=session, area_code=area, online=online, limit=limit, offset=offset
+        session=session, area_code=area_in_scope(user, area), online=online, limit=limit, offset=offset
     )
     return Page(items=[DeviceRead.model_validate(d) for d in items], total=total)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def register_device(
-    body: DeviceCreate,
-    session: SessionDep,
-    _user: Annotated[object, Depends(require_roles(Role.operator))],
-) -> DeviceRead:
-    """Add (or update) a speaker."""
+def register_device(body: DeviceCreate, session: SessionDep, user: Operator) -> DeviceRead:
+    """Add (or update) a speaker. Both its new area and, for a known speaker, its current one must
+    lie in your area: an operator neither places nor takes away another area's speakers."""
+    area_in_scope(user, body.area_code)
+    if device_service.get(session=session, device_id=body.id) is not None:
+        device_in_scope(session, user, body.id)
     try:
         device = device_service.register(
             session=session, device_id=body.id, name=body.name, area_code=body.area_code, model=body.model
@@ -52,9 +55,6 @@ def register_device(
 
 
 @router.get("/{device_id}")
-def get_device(device_id: str, session: SessionDep, _user: CurrentUser) -> DeviceRead:
-    """One speaker."""
-    device = device_service.get(session=session, device_id=device_id)
-    if device is None:
-        raise HTTPException(status_code=404, detail=f"no device {device_id}")
-    return DeviceRead.model_validate(device)
+def get_device(device_id: str, session: SessionDep, user: CurrentUser) -> DeviceRead:
+    """One speaker (403 outside your area)."""
+    return DeviceRead.model_validate(device_in_scope(session, user, device_id))

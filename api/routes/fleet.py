@@ -9,13 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from api.deps import CurrentUser, ServicesDep, SessionDep, require_roles
+from api.deps import CurrentUser, ServicesDep, SessionDep, area_in_scope, device_in_scope, require_roles
 from api.routes.common import Limit, Offset, Page
-from core import regions
 from core.models import Role, User
 from devices import commands as device_commands
 from devices import credentials, fleet
-from devices import service as device_service
 from devices.schemas import (
     AlarmRead,
     AreaCommandCreate,
@@ -35,31 +33,11 @@ AreaQuery = Annotated[str | None, Query(pattern=r"^\d{12}$", description="Area c
 Operator = Annotated[User, Depends(require_roles(Role.operator))]
 
 
-def _scope(user: User, area: str | None) -> str | None:
-    """The area to look at: the asked one if it is inside the user's area, else 403."""
-    if area is None:
-        return user.area_code
-    if user.area_code and not regions.is_under(area, user.area_code):
-        raise HTTPException(status_code=403, detail=f"area {area} is outside your area {user.area_code}")
-    return area
-
-
-def _device(session, user: User, device_id: str):
-    device = device_service.get(session=session, device_id=device_id)
-    if device is None:
-        raise HTTPException(status_code=404, detail=f"no device {device_id}")
-    if user.area_code and not regions.is_under(device.area_code, user.area_code):
-        raise HTTPException(
-            status_code=403, detail=f"device {device_id} is outside your area {user.area_code}"
-        )
-    return device
-
-
 @router.get("/health")
 def fleet_health(session: SessionDep, user: CurrentUser, area: AreaQuery = None) -> FleetHealth:
     """Online rate and counts for an area and for each township (of a county) or village (of a township)."""
     try:
-        total, children = fleet.health(session=session, area_code=_scope(user, area))
+        total, children = fleet.health(session=session, area_code=area_in_scope(user, area))
     except fleet.FleetError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     return FleetHealth(
@@ -79,7 +57,7 @@ def list_alarms(
 ) -> Page[AlarmRead]:
     """Alarms (offline, failures, clock_drift, rejected_commands), newest first."""
     items, total = fleet.list_alarms(
-        session=session, area_code=_scope(user, area), active=active, limit=limit, offset=offset
+        session=session, area_code=area_in_scope(user, area), active=active, limit=limit, offset=offset
     )
     out = []
     for alarm in items:
@@ -127,7 +105,7 @@ def send_area_command(
     body: AreaCommandCreate, session: SessionDep, services: ServicesDep, user: Operator
 ) -> DeviceCommandRead:
     """Send set_volume, test_tone, stop or sync to every speaker under an area (one signed publish)."""
-    _scope(user, body.area)
+    area_in_scope(user, body.area)
     return _send(session, services, user, body, area_code=body.area)
 
 
@@ -135,8 +113,8 @@ def send_area_command(
 def get_command(command_id: int, session: SessionDep, user: CurrentUser) -> DeviceCommandRead:
     """A command and its outcome: which speakers answered, succeeded or failed."""
     out = _outcome(session, command_id)
-    area = out.target if out.scope == "area" else _device(session, user, out.target).area_code
-    _scope(user, area)
+    area = out.target if out.scope == "area" else device_in_scope(session, user, out.target).area_code
+    area_in_scope(user, area)
     return out
 
 
@@ -145,7 +123,7 @@ def send_device_command(
     device_id: str, body: DeviceCommandCreate, session: SessionDep, services: ServicesDep, user: Operator
 ) -> DeviceCommandRead:
     """Send set_volume, test_tone, stop or sync to one speaker."""
-    _device(session, user, device_id)
+    device_in_scope(session, user, device_id)
     return _send(session, services, user, body, device_id=device_id)
 
 
@@ -154,7 +132,7 @@ def status_history(
     device_id: str, session: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0
 ) -> Page[StatusRead]:
     """A speaker's status history (on change, else every 10 minutes), newest first."""
-    _device(session, user, device_id)
+    device_in_scope(session, user, device_id)
     items, total = fleet.status_history(session=session, device_id=device_id, limit=limit, offset=offset)
     return Page(items=[StatusRead.model_validate(s) for s in items], total=total)
 
@@ -162,6 +140,6 @@ def status_history(
 @router.post("/{device_id}/credentials")
 def issue_credentials(device_id: str, session: SessionDep, user: Operator) -> Credentials:
     """A new MQTT password for the speaker (shown once); regenerate the Mosquitto files afterwards."""
-    _device(session, user, device_id)
+    device_in_scope(session, user, device_id)
     username, password = credentials.issue(session=session, device_id=device_id)
     return Credentials(device_id=device_id, username=username, password=password)

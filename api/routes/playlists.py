@@ -23,9 +23,16 @@ Author = Annotated[User, Depends(require_roles(Role.staff, Role.approver))]
 
 
 def _load(session, playlist_id: int, user: User) -> Playlist:
+    """The playlist (404 if unknown) if the user may see it (403 otherwise)."""
     playlist = playlist_service.get(session=session, playlist_id=playlist_id)
-    if playlist is None or not playlist_service.visible_to(user=user, playlist=playlist):
+    if playlist is None:
         raise HTTPException(status_code=404, detail=f"no playlist {playlist_id}")
+    if not playlist_service.visible_to(user=user, playlist=playlist):
+        raise HTTPException(
+            status_code=403,
+            detail=f"playlist {playlist_id} belongs to area {playlist.area_code or 'county-wide'}, "
+            f"outside your area {user.area_code}",
+        )
     return playlist
 
 

@@ -14,15 +14,11 @@ from api.web import render
 from api.web.console import area_choices, area_names
 from api.web.session import Csrf, PageError, WebUser, check_area, home_area, require_role
 from core.models import Role
+from devices import fleet as fleet_service
 from devices import service as device_service
 from devices.commands import SigningKeyMissing
 from devices.transport import LinkError
 from reports import fleet as fleet_report
-
-try:  # the speakers issue's health roll-up and operator commands, when present
-    from devices import fleet as fleet_service
-except ImportError:  # pragma: no cover - older trees: counts from the registry alone
-    fleet_service = None
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/console/fleet", include_in_schema=False)
@@ -33,17 +29,11 @@ TEST_TONE_S = 3.0
 
 
 def _counts(session, area: str) -> list[dict]:
-    if fleet_service is not None:
-        _root, children = fleet_service.health(session=session, area_code=area)
-        return [
-            {"code": c.code, "name": c.name, "total": c.devices, "online": c.online, "offline": c.offline,
-             "rate": c.online_rate, "faulted": c.faulted, "alarmed": c.alarmed}
-            for c in children
-        ]  # fmt: skip
+    _root, children = fleet_service.health(session=session, area_code=area)
     return [
-        {"code": c.code, "name": c.name, "total": c.total, "online": c.online, "offline": c.offline,
-         "rate": c.online_rate if c.total else None, "faulted": None, "alarmed": None}
-        for c in fleet_report.counts_by_township(session=session, area_code=area)
+        {"code": c.code, "name": c.name, "total": c.devices, "online": c.online, "offline": c.offline,
+         "rate": c.online_rate, "faulted": c.faulted, "alarmed": c.alarmed}
+        for c in children
     ]  # fmt: skip
 
 
@@ -96,12 +86,18 @@ def _device(session, user, device_id: str):
 
 @router.get("/{device_id}")
 def device_page(
-    request: Request, session: SessionDep, user: WebUser, device_id: str, done: str | None = None
+    request: Request,
+    session: SessionDep,
+    user: WebUser,
+    device_id: str,
+    done: str | None = None,
+    command: Annotated[int | None, Query(ge=1)] = None,
 ):
     device = _device(session, user, device_id)
-    statuses = []
-    if fleet_service is not None:
-        statuses, _ = fleet_service.status_history(session=session, device_id=device_id, limit=30, offset=0)
+    statuses, _ = fleet_service.status_history(session=session, device_id=device_id, limit=30, offset=0)
+    done_text = {"volume": "音量指令已发送", "test_tone": "测试音指令已发送"}.get(done or "")
+    if done_text and command:
+        done_text += f"（指令编号 {command}）"
     return render.page(
         request,
         "device.html",
@@ -110,15 +106,14 @@ def device_page(
         area_name=area_names(session, [device.area_code]).get(device.area_code, device.area_code),
         history=fleet_report.device_history(session=session, device_id=device_id),
         statuses=statuses,
-        may_command=fleet_service is not None and user.role in (Role.admin, Role.operator),
-        done={"volume": "音量指令已发送。", "test_tone": "测试音指令已发送。"}.get(done or ""),
+        may_command=user.role in (Role.admin, Role.operator),
+        done=f"{done_text}。" if done_text else None,
     )
 
 
-def _send(session, services, user, device_id: str, kind: str, params: dict) -> None:
+def _send(session, services, user, device_id: str, kind: str, params: dict) -> int:
+    """Record the command, publish it, and return its id (its outcome: GET /api/v1/devices/commands/{id})."""
     require_role(user, Role.operator)
-    if fleet_service is None:
-        raise PageError(501, "此版本尚不支持远程指令。")
     _device(session, user, device_id)
     try:
         command = fleet_service.build_command(kind, params)
@@ -136,6 +131,7 @@ def _send(session, services, user, device_id: str, kind: str, params: dict) -> N
         log.error("command %s to %s not sent: %s", kind, device_id, exc)
         raise PageError(503, "指令未能发送到喇叭，请检查消息服务器。") from None
     row.sent = True
+    return row.id
 
 
 @router.post("/{device_id}/volume", dependencies=[Csrf])
@@ -148,11 +144,11 @@ def set_volume(
 ):
     if not volume.strip().isdigit() or not 0 <= int(volume) <= 100:
         raise PageError(422, "音量应为 0 到 100 的整数。")
-    _send(session, services, user, device_id, "set_volume", {"volume": int(volume)})
-    return RedirectResponse(f"/console/fleet/{device_id}?done=volume", status_code=303)
+    command = _send(session, services, user, device_id, "set_volume", {"volume": int(volume)})
+    return RedirectResponse(f"/console/fleet/{device_id}?done=volume&command={command}", status_code=303)
 
 
 @router.post("/{device_id}/test-tone", dependencies=[Csrf])
 def test_tone(session: SessionDep, services: ServicesDep, user: WebUser, device_id: str):
-    _send(session, services, user, device_id, "test_tone", {"duration_s": TEST_TONE_S})
-    return RedirectResponse(f"/console/fleet/{device_id}?done=test_tone", status_code=303)
+    command = _send(session, services, user, device_id, "test_tone", {"duration_s": TEST_TONE_S})
+    return RedirectResponse(f"/console/fleet/{device_id}?done=test_tone&command={command}", status_code=303)

@@ -1,8 +1,10 @@
-"""Reach report pages (per broadcast, per day/week/month) as tables and SVG charts, CSV and XLSX.
+"""Reach report pages (per broadcast, per day/week/month) as tables and charts, CSV and XLSX.
 
 The figures are exactly those of the JSON API: a broadcast's from `scheduler.service.reach` (what
-GET /api/v1/broadcasts/{id}/reach returns), a period's from `reports.service.period_report`.
-Charts are drawn on the server as inline SVG: no script, no CDN, and they print.
+GET /api/v1/broadcasts/{id}/reach returns), a period's from `reports.service.period_report` (what
+GET /api/v1/reports/reach returns). A broadcast's chart is inline SVG drawn on the server; a
+period's charts are drawn in the browser (static/reports.js) from GET /api/v1/reports/reach with
+the same query, fetched with the session cookie. Tables and exports are rendered on the server.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from api.web.console import area_choices, load_broadcast
 from api.web.session import PageError, WebUser, check_area, home_area
 from reports import export
 from reports import service as report_service
+from reports.schemas import FIRST_DAY, LAST_DAY
 from scheduler import service as scheduler_service
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 PERIOD_LABELS = {"day": "日报", "week": "周报", "month": "月报"}
 LEVEL_LABELS = {"township": "按乡镇", "village": "按村"}
-BAR_W = 520  # width of the longest bar in the charts, in SVG units
+BAR_W = 520  # width of the longest bar in the charts, in SVG units (static/reports.js: the same)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
@@ -46,20 +49,6 @@ def area_bars(by_area: list[dict]) -> dict:
             x += width
         rows.append({"name": e["name"], "segments": segments, "end": round(x, 1), "rate": e["reach_rate"]})
     return {"rows": rows, "height": 28 * len(rows) + 10}
-
-
-def day_bars(by_day: list[dict]) -> dict:
-    """Geometry of a column chart: targeted (light) and played (dark) per day."""
-    tallest = max((d["targeted"] for d in by_day), default=0) or 1
-    step = min(60.0, 640 / max(len(by_day), 1))
-    cols = []
-    for i, d in enumerate(by_day):
-        cols.append(
-            {"x": round(40 + i * step, 1), "w": round(step * 0.7, 1), "day": d["day"][5:],
-             "t": round(160 * d["targeted"] / tallest, 1), "p": round(160 * d["played"] / tallest, 1),
-             "targeted": d["targeted"], "played": d["played"]}
-        )  # fmt: skip
-    return {"cols": cols, "width": round(60 + len(by_day) * step, 1), "tallest": tallest}
 
 
 def _download(data: bytes, filename: str, media_type: str) -> Response:
@@ -129,6 +118,8 @@ def _period_report(session, settings, user, area, period, day, level):
         chosen = date.fromisoformat(day) if day else datetime.now(zone).date()
     except ValueError:
         raise PageError(422, f"日期“{day}”格式不对，应为 年-月-日，如 2026-11-25。") from None
+    if not FIRST_DAY <= chosen <= LAST_DAY:
+        raise PageError(422, f"日期应在 {FIRST_DAY} 到 {LAST_DAY} 之间。")
     span = report_service.period_of(kind=period, day=chosen)
     figures = report_service.period_report(
         session=session, area_code=area, period=span, zone=zone, level=level or None
@@ -163,9 +154,9 @@ def period_page(
         level=figures["level"],
         period_labels=PERIOD_LABELS,
         level_labels=LEVEL_LABELS,
-        chart=area_bars(figures["by_area"]),
-        days=day_bars(figures["by_day"]),
         query=urlencode(params),
+        # the charts: drawn in the browser from the JSON API, same query (static/reports.js)
+        chart_src=f"/api/v1/reports/reach?{urlencode(params)}",
     )
 
 

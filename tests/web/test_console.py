@@ -4,9 +4,11 @@ village page on a phone, region scoping, and an expired login that keeps what wa
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ from core.clock import utcnow
 from devices import simulate
 from tests.api.conftest import ADMIN
 from tests.live import LiveSpeakers, server_keys
-from tests.web.conftest import PHONE, login, new_page
+from tests.web.conftest import PASSWORD, PHONE, login, new_page
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +45,31 @@ def wait_final(client: httpx.Client, broadcast_id: int, timeout: float = 60) -> 
             return reach
         time.sleep(0.25)
     raise AssertionError(f"reach not final after {timeout} s: {reach}")
+
+
+def wait_answered(client: httpx.Client, command_id: int, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outcome = client.get(f"/api/v1/devices/commands/{command_id}").json()
+        if outcome["answered"]:
+            return outcome
+        time.sleep(0.25)
+    raise AssertionError(f"command {command_id} not answered after {timeout} s: {outcome}")
+
+
+def chart(page) -> tuple[list[tuple[str, dict]], list[tuple[int, int]]]:
+    """What the period report's charts show, once drawn from the API: per area its segments
+    (played, failed, no_report, other -> count) and per day (targeted, played)."""
+    page.wait_for_selector('#reach-charts[data-state="drawn"]')
+    bars = page.eval_on_selector_all(
+        "#chart-areas g.bar",
+        "gs => gs.map(g => [g.dataset.code, Object.fromEntries("
+        "Array.from(g.querySelectorAll('rect')).map(r => [r.dataset.key, Number(r.dataset.n)]))])",
+    )
+    days = page.eval_on_selector_all(
+        "#chart-days g.day", "gs => gs.map(g => [Number(g.dataset.targeted), Number(g.dataset.played)])"
+    )
+    return [(code, segments) for code, segments in bars], [tuple(d) for d in days]
 
 
 def cells(page, selector: str) -> list[list[str]]:
@@ -144,10 +171,19 @@ def test_compose_approve_air_report_export_and_public_page(
         device = f"{villages[1]}-2"
         oppage.goto(f"/console/fleet/{device}")
         assert "停水通知" in oppage.text_content("main") and "完整播放" in oppage.text_content("main")
-        if oppage.locator("text=播放测试音").count():
-            oppage.click("text=播放测试音")
-            oppage.wait_for_url(re.compile(r"done=test_tone"))
+        tone_button = oppage.locator("button", has_text="播放测试音")
+        assert tone_button.count() == 1  # an operator of the township may send one
+        tone_button.click()
+        oppage.wait_for_url(re.compile(r"done=test_tone&command=\d+"))
+        command_id = int(re.search(r"command=(\d+)", oppage.url).group(1))
+        assert f"测试音指令已发送（指令编号 {command_id}）" in oppage.text_content("main")
         shot(oppage, artifacts, "10-device")
+        # the command and the speaker's answer are recorded: the fleet API shows its outcome
+        with server.client(server.login("operator1", PASSWORD)) as op:
+            outcome = wait_answered(op, command_id)
+        assert (outcome["type"], outcome["scope"], outcome["target"]) == ("test_tone", "device", device)
+        assert outcome["sent"] and outcome["targeted"] == 1 and outcome["succeeded"] == 1
+        assert [(r["device_id"], r["ok"]) for r in outcome["results"]] == [(device, True)]
 
     # --- hand count
     expected = {"played": 0, "failed": 0, "no_report": 0}
@@ -203,11 +239,25 @@ def test_compose_approve_air_report_export_and_public_page(
     csv_text = open(info.value.path(), encoding="utf-8-sig").read().splitlines()
     assert csv_text[0].startswith("区域代码,区域,目标喇叭") and len(csv_text) == len(html_table) + 1
 
-    # --- the day, week and month reports count the same airing (from raw reports today)
+    # --- the day, week and month reports count the same airing (from raw reports today); their
+    # charts, drawn from GET /api/v1/reports/reach, show the figures of the table beside them
     for period in ("day", "week", "month"):
         page.goto(f"/console/reports?area={fleet.target}&period={period}")
         got = {k: page.text_content(f"#k-{k}") for k in ("targeted", "played", "failed", "no_report", "pop")}
         assert got == kpi, period
+        bars, days = chart(page)
+        table = cells(page, ".reach-table tbody")
+        assert [code for code, _ in bars] == [row[0] for row in table] == villages, period
+        for (code, segments), row in zip(bars, table, strict=True):
+            assert sum(segments.values()) == int(row[2]), (period, code)
+            shown = [segments.get(k, 0) for k in ("played", "failed", "no_report")]
+            assert shown == [int(x) for x in row[3:6]], (period, code)
+        if period == "day":
+            assert days == [] and page.is_hidden("#chart-days-card")
+        else:
+            today = datetime.now(ZoneInfo(server.settings.scheduler.timezone)).date()
+            assert len(days) == {"week": 7, "month": calendar.monthrange(today.year, today.month)[1]}[period]
+            assert (sum(t for t, _ in days), sum(p for _, p in days)) == (targeted, expected["played"])
         if period == "week":
             shot(page, artifacts, "05-week-report")
 
@@ -248,6 +298,7 @@ def test_compose_approve_air_report_export_and_public_page(
         assert "不在您的管辖范围内" in opage.text_content("main"), path
     shot(opage, artifacts, "08-forbidden")
     assert opage.goto(f"/console/items/{broadcast_id}/reach.xlsx").status == 403
+    assert opage.request.get(f"/api/v1/reports/reach?area={fleet.target}").status == 403  # the charts' API
 
     for ctx in (staff_ctx, appr_ctx, phone_ctx, other_ctx, op_ctx):
         ctx.close()
