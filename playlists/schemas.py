@@ -7,21 +7,33 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from playlists.models import ItemKind, PlaylistItem
+from tts.schemas import SpeechSettings, fold_speech
+
 MAX_ITEMS = 50
 MAX_REPEAT = 10
 MAX_GAP_MS = 60_000
 
 
 class ItemIn(BaseModel):
-    """A spoken notice (`text`, with voice and rate) or an audio asset already stored (`asset_id`)."""
+    """A spoken notice (`text`, with `speech` settings) or an audio asset already stored (`asset_id`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["text", "audio"]
     text: str | None = Field(default=None, max_length=20_000, description="For kind=text: the notice.")
-    voice: str | None = Field(default=None, max_length=64, description="Voice id; absent: the default.")
-    rate: int = Field(default=0, ge=-50, le=100, description="Speech rate in percent (0 = normal).")
+    speech: SpeechSettings | None = Field(
+        default=None,
+        description="For kind=text: voice, rate, volume, pitch, repeat and chimes, as POST /tts/preview "
+        "takes them (the same settings make the same asset). Absent: the defaults.",
+    )
     asset_id: int | None = Field(default=None, ge=1, description="For kind=audio: an audio asset id.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_speech_fields(cls, data: object) -> object:
+        # The first playlist API took `voice` and an integer `rate` (percent) on the item.
+        return fold_speech(data, ("voice", "rate"), integer_percent=True)
 
     @model_validator(mode="after")
     def _one_source(self) -> ItemIn:
@@ -33,9 +45,14 @@ class ItemIn(BaseModel):
         else:
             if self.asset_id is None:
                 raise ValueError("an audio item needs `asset_id`")
-            if self.text is not None or self.voice is not None:
-                raise ValueError("an audio item has no `text` or `voice`")
+            if self.text is not None or self.speech is not None:
+                raise ValueError("an audio item has no `text` or `speech`: it plays as it is")
         return self
+
+    @property
+    def speech_settings(self) -> SpeechSettings:
+        """The item's speech settings, defaults filled in."""
+        return self.speech or SpeechSettings()
 
 
 class PlaylistCreate(BaseModel):
@@ -62,9 +79,24 @@ class ItemRead(BaseModel):
     position: int
     kind: str
     text: str | None
-    voice: str | None
-    rate: int
+    speech: SpeechSettings | None = Field(description="For text items; null for audio items.")
     asset_id: int | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: object) -> object:
+        if not isinstance(data, PlaylistItem):
+            return data
+        speech = None
+        if data.kind == ItemKind.text:
+            speech = SpeechSettings.of(
+                voice=data.voice, rate=data.rate, volume=data.volume, pitch=data.pitch, repeat=data.repeat,
+                chime=data.chime, closing_chime=data.closing_chime,
+            )  # fmt: skip
+        return {
+            "position": data.position, "kind": data.kind, "text": data.text, "speech": speech,
+            "asset_id": data.asset_id,
+        }  # fmt: skip
 
 
 class PlaylistRead(BaseModel):

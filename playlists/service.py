@@ -1,6 +1,7 @@
 """Playlist verbs: create, read, edit, delete, and assemble into one audio asset per airing.
 
-Assembly synthesises each text item through `tts.service` (cached by content), joins the files
+Assembly synthesises each text item through `tts.service` with its speech settings (the shape a
+preview takes, so a previewed text is not synthesised again), joins the files
 (`playlists.audio`) and stores the result in the content-addressed store as an `AudioAsset`
 keyed by what went in, so assembling an unchanged playlist twice costs one lookup.
 """
@@ -28,7 +29,9 @@ from playlists.schemas import ItemIn
 from tts import audio as tts_audio
 from tts import service as tts_service
 from tts import store
+from tts.exceptions import SpeechInputError
 from tts.models import AudioAsset
+from tts.schemas import SpeechSettings
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +80,23 @@ def _items(session: Session, items: Sequence[ItemIn]) -> list[PlaylistItem]:
     for position, item in enumerate(items):
         if item.kind == ItemKind.audio and item.asset_id not in known:
             raise PlaylistError(f"items.{position}.asset_id", f"no audio asset {item.asset_id}")
-        rows.append(
-            PlaylistItem(
-                position=position,
-                kind=ItemKind(item.kind),
-                text=item.text.strip() if item.text else None,
-                voice=item.voice,
-                rate=item.rate,
-                asset_id=item.asset_id,
-            )
-        )
+        row = PlaylistItem(
+            position=position, kind=ItemKind(item.kind), text=item.text.strip() if item.text else None,
+            asset_id=item.asset_id,
+        )  # fmt: skip
+        if item.kind == ItemKind.text:
+            for name, value in item.speech_settings.options().items():
+                setattr(row, name, value)  # the columns are named as the settings
+        rows.append(row)
     return rows
+
+
+def speech_of(item: PlaylistItem) -> SpeechSettings:
+    """The speech settings of a text item, as a preview of its text would take them."""
+    return SpeechSettings.of(
+        voice=item.voice, rate=item.rate, volume=item.volume, pitch=item.pitch, repeat=item.repeat,
+        chime=item.chime, closing_chime=item.closing_chime,
+    )  # fmt: skip
 
 
 def create(
@@ -143,9 +152,12 @@ def _item_asset(session: Session, settings: Settings, item: PlaylistItem) -> Aud
         if asset is None:
             raise PlaylistError(f"items.{item.position}.asset_id", f"no audio asset {item.asset_id}")
         return asset
-    result = tts_service.synthesize_sync(
-        session=session, settings=settings, text=item.text or "", voice=item.voice, rate=item.rate
-    )
+    try:
+        result = tts_service.synthesize_sync(
+            session=session, settings=settings, text=item.text or "", **speech_of(item).options()
+        )
+    except SpeechInputError as exc:  # e.g. a voice the catalogue no longer has
+        raise PlaylistError(f"items.{item.position}.speech.{exc.field}", exc.message) from None
     return result.asset
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.models import BroadcastStatus, OccurrenceStatus, Priority
 from scheduler.recurrence import DEFAULT_TIMEZONE
+from tts.schemas import SpeechSettings, fold_speech
+
+# Speech settings the first broadcast API took beside `text`; read into `speech`.
+LEGACY_SPEECH_FIELDS = ("voice", "rate")
 
 
 class RecurrenceIn(BaseModel):
@@ -34,9 +38,17 @@ class BroadcastCreate(BaseModel):
 
     title: str = Field(min_length=1, max_length=200, description="Short title for staff and villagers.")
     text: str | None = Field(
-        default=None, min_length=1, description="A notice, read out by the speech engine."
+        default=None, min_length=1, description="A notice, read out by the speech engine (see `speech`)."
+    )
+    speech: SpeechSettings | None = Field(
+        default=None,
+        description="With `text`: how it is spoken and framed, the object POST /tts/preview takes; the same "
+        "text and settings air the previewed asset. Absent: the defaults.",
     )
     playlist_id: int | None = Field(default=None, ge=1, description="Or a playlist, assembled into one file.")
+    asset_id: int | None = Field(
+        default=None, ge=1, description="Or an audio asset (a preview, an upload), aired exactly as it is."
+    )
     areas: list[str] = Field(default_factory=list, description="12-digit area codes; everything under them.")
     devices: list[str] = Field(default_factory=list, description="Extra speaker ids.")
     start_at: AwareDatetime | None = Field(
@@ -47,9 +59,13 @@ class BroadcastCreate(BaseModel):
         default=None,
         description="Absent means the level of the widest target area (county/township/village).",
     )
-    volume: int | None = Field(default=None, ge=0, le=100, description="Speaker volume for this broadcast.")
-    voice: str | None = Field(default=None, max_length=64, description="Voice id; absent means the default.")
-    rate: int = Field(default=0, ge=-50, le=100, description="Speech rate in percent (0 = normal).")
+    volume: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Speaker volume 0-100 the speakers are set to for this broadcast (absent: as they are); "
+        "the loudness of the speech itself is `speech.volume`.",
+    )
     late_start_s: float | None = Field(
         default=None, ge=0, le=3600, description="Latest start after the planned time; later is missed."
     )
@@ -59,6 +75,22 @@ class BroadcastCreate(BaseModel):
         "it is not an emergency); false keeps a draft.",
     )
     comment: str | None = Field(default=None, max_length=2000, description="Note for the approver.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_speech_fields(cls, data: object) -> object:
+        # Older clients gave `voice` and an integer `rate` (percent) beside `text`.
+        return fold_speech(data, LEGACY_SPEECH_FIELDS, integer_percent=True)
+
+    @field_validator("volume", mode="before")
+    @classmethod
+    def _speaker_volume(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            raise ValueError(
+                f"`volume` is the speakers' volume, 0 to 100; the loudness of the speech ({value!r}) "
+                "goes in `speech.volume`"
+            )
+        return value
 
     @field_validator("areas")
     @classmethod

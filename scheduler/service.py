@@ -5,9 +5,9 @@ Lifecycle (every step is in the audit log, with who, when and comment):
     draft -> submitted -> approved -> scheduled -> done
                        -> rejected         \\-> cancelled (also from draft/submitted/approved)
 
-- The audio is fixed at submission (a notice synthesised, a playlist assembled into one file): an
-  approval covers exactly what will be heard, and editing a playlist later changes nothing that
-  was submitted.
+- The audio is fixed at submission (a notice synthesised with its speech settings, a playlist
+  assembled into one file, or an existing asset taken as it is): an approval covers exactly what
+  will be heard, and editing a playlist later changes nothing that was submitted.
 - Routine broadcasts need an approver (or admin) whose area holds the targets; when that person
   submits, approval is immediate (recorded as such). Emergency broadcasts always need a second
   person: the creator can never approve their own.
@@ -51,6 +51,7 @@ from scheduler.models import (
     Priority,
 )
 from tts import service as tts_service
+from tts.schemas import SpeechSettings
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,18 @@ def _check_quiet_hours(
         )
 
 
+def _one_source(*, text: str | None, playlist_id: int | None, asset_id: int | None) -> None:
+    """Raise BroadcastError, naming a field, unless exactly one of text, playlist and asset is given."""
+    given = [name for name, value in (("text", text), ("playlist_id", playlist_id), ("asset_id", asset_id))
+             if value is not None]  # fmt: skip
+    if not given:
+        raise BroadcastError("text", "give `text` (a notice), `playlist_id` or `asset_id`: what is to air")
+    if len(given) > 1:
+        raise BroadcastError(
+            given[-1], f"give only one of `text`, `playlist_id` and `asset_id`, not {' and '.join(given)}"
+        )
+
+
 def create_broadcast(
     *,
     session: Session,
@@ -205,19 +218,26 @@ def create_broadcast(
     title: str,
     areas: Sequence[str],
     text: str | None = None,
+    speech: SpeechSettings | None = None,
     playlist_id: int | None = None,
+    asset_id: int | None = None,
+    previewed_asset_id: int | None = None,
     devices: Sequence[str] = (),
     start_at: datetime | None = None,
     recurrence_spec: dict | None = None,
     priority: Priority | None = None,
     volume: int | None = None,
-    voice: str | None = None,
-    rate: int = 0,
     late_start_s: float | None = None,
     submit: bool = True,
     comment: str | None = None,
 ) -> Broadcast:
     """Validate, produce the audio and store a draft; with submit, submit it (and maybe approve it).
+
+    What airs is exactly one of: `text` spoken with `speech` (the settings a preview takes; the
+    same text and settings give the previewed asset from the cache), a playlist, or an existing
+    audio asset aired as it is. `previewed_asset_id` (the console's preview) is aired instead of
+    synthesising when it is what `text` and `speech` produce, even from a fallback engine.
+    `volume` is the speakers' volume (0-100), not the loudness of the speech.
 
     Everything that can be refused is checked before anything is written: a refused request leaves
     at most cached audio behind.
@@ -236,13 +256,22 @@ def create_broadcast(
         raise BroadcastError("devices", f"unknown device id(s): {', '.join(missing)}")
     check_scope(user=user, area_codes=areas, devices=list(found.values()))
 
-    if (text is None) == (playlist_id is None):
-        raise BroadcastError("text", "give either `text` (a notice) or `playlist_id`, not both or neither")
-    playlist = None
+    _one_source(text=text, playlist_id=playlist_id, asset_id=asset_id)
+    if speech is not None and text is None:
+        raise BroadcastError(
+            "speech", "speech settings go with `text`; a playlist or an audio asset airs as it was made"
+        )
+    playlist = asset = None
     if playlist_id is not None:
         playlist = playlist_service.get(session=session, playlist_id=playlist_id)
         if playlist is None or not playlist_service.visible_to(user=user, playlist=playlist):
             raise BroadcastError("playlist_id", f"no playlist {playlist_id}")
+    if asset_id is not None:
+        asset = tts_service.get_asset(session=session, asset_id=asset_id)
+        if asset is None:
+            raise BroadcastError("asset_id", f"no audio asset {asset_id}")
+        if not tts_service.asset_path(settings=settings, asset=asset).is_file():
+            raise BroadcastError("asset_id", f"the file of audio asset {asset_id} is gone; make it again")
 
     now = utcnow()
     rule = None
@@ -291,10 +320,13 @@ def create_broadcast(
             instants=_instants(broadcast=broadcast, settings=settings, now=now, rule=rule), duration_ms=0,
         )  # fmt: skip
     # Synthesis commits the session (tts.service): nothing of the broadcast is in it yet.
-    if text is not None:
+    if asset is not None:
+        broadcast.asset_id = asset.id
+    elif text is not None:
         synthesis = tts_service.synthesize_sync(
-            session=session, settings=settings, text=text, voice=voice, rate=rate
-        )
+            session=session, settings=settings, text=text, prefer_asset_id=previewed_asset_id,
+            **(speech or SpeechSettings()).options(),
+        )  # fmt: skip
         broadcast.asset_id = synthesis.asset.id
     elif submit:
         broadcast.asset_id = playlist_service.assemble(
@@ -311,7 +343,8 @@ def create_broadcast(
     audit.record(
         session=session, user=user, action="created", object_type=AUDIT_TYPE, object_id=broadcast.id,
         detail={"priority": str(priority), "areas": areas, "devices": devices,
-                "playlist_id": playlist_id, "recurrence": broadcast.recurrence},
+                "playlist_id": playlist_id, "asset_id": broadcast.asset_id,
+                "recurrence": broadcast.recurrence},
     )  # fmt: skip
     log.info("broadcast %s %r created by %s (%s)", broadcast.id, title, user.username, priority)
     if submit:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Collection
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer, model_validator
 
 from tts import audio
 from tts.engines import PITCH_MAX, PITCH_MIN, RATE_MAX, RATE_MIN
@@ -45,10 +46,12 @@ Pitch = Annotated[
 ]
 
 
-class PreviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+class SpeechSettings(BaseModel):
+    """How a notice is spoken and framed: the one shape of preview, broadcasts with `text` and
+    playlist text items. Same text and same settings give the same cache key, so the same asset."""
 
-    text: str = Field(description="The notice; numbers, dates and phone numbers are read as spoken.")
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
     voice: str | None = Field(
         default=None, max_length=64, description="Voice id from GET /api/v1/voices; absent: the default."
     )
@@ -58,6 +61,73 @@ class PreviewRequest(BaseModel):
     repeat: int = Field(default=1, ge=1, le=audio.MAX_REPEAT, description="How many times it is read.")
     chime: bool = Field(default=False, description="A two-tone chime before the speech.")
     closing_chime: bool = Field(default=False, description="The chime again after the last reading.")
+
+    @field_serializer("rate", "volume")
+    def _percent(self, value: int) -> str:
+        return f"{value:+d}%"
+
+    @field_serializer("pitch")
+    def _hertz(self, value: int) -> str:
+        return f"{value:+d}Hz"
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        voice: str | None = None,
+        rate: int = 0,
+        volume: int = 0,
+        pitch: int = 0,
+        repeat: int = 1,
+        chime: bool = False,
+        closing_chime: bool = False,
+    ) -> SpeechSettings:
+        """Settings from stored numbers (rate and volume in percent, pitch in Hz)."""
+        return cls(
+            voice=voice, rate=f"{rate:+d}%", volume=f"{volume:+d}%", pitch=f"{pitch:+d}Hz",  # type: ignore[arg-type]
+            repeat=repeat, chime=chime, closing_chime=closing_chime,
+        )  # fmt: skip
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of `tts.service.synthesize` (numbers, not the "-20%" strings)."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+def fold_speech(data: object, keys: Collection[str], *, integer_percent: bool = False) -> object:
+    """Move speech settings given beside the other fields (older request shapes) into `speech`.
+
+    For a `model_validator(mode="before")`. With ``integer_percent`` an integer `rate` (the older
+    broadcast and playlist form) is read as percent: ``-20`` means ``"-20%"``.
+    """
+    if not isinstance(data, dict):
+        return data
+    flat = [key for key in keys if key in data]
+    if not flat:
+        return data
+    if data.get("speech") is not None:
+        names = ", ".join(f"`{key}`" for key in flat)
+        raise ValueError(f"give {names} inside `speech`, not beside it")
+    moved = {key: data[key] for key in flat}
+    rate = moved.get("rate")
+    if integer_percent and isinstance(rate, int) and not isinstance(rate, bool):
+        moved["rate"] = f"{rate:+d}%"
+    rest = {key: value for key, value in data.items() if key not in moved and key != "speech"}
+    return rest | {"speech": moved}
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="The notice; numbers, dates and phone numbers are read as spoken.")
+    speech: SpeechSettings = Field(
+        default_factory=SpeechSettings, description="Voice, rate, volume, pitch, repeat and chimes."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_settings(cls, data: object) -> object:
+        # The first preview clients sent the settings beside `text`; they still may.
+        return fold_speech(data, SpeechSettings.model_fields)
 
 
 class AssetRead(BaseModel):

@@ -36,6 +36,11 @@ An asset whose key matches and whose file is present is returned without synthes
 requests racing both synthesise; the unique ``cache_key`` lets exactly one row in and the other
 call returns that row (its own file is removed if nothing uses it). Bump `CACHE_VERSION` when
 text preparation or assembly changes in a way the parameters do not show.
+
+Callers pass the request as `tts.schemas.SpeechSettings` (``**speech.options()``): preview,
+broadcasts and playlist text items use that one shape, so the same text and settings find the same
+asset. ``prefer_asset_id`` returns an earlier asset of the same request even when it came from a
+fallback engine (what staff heard in a preview is what airs).
 """
 
 from __future__ import annotations
@@ -158,8 +163,14 @@ async def synthesize(
     repeat: int = 1,
     chime: bool = False,
     closing_chime: bool = False,
+    prefer_asset_id: int | None = None,
 ) -> SynthesisResult:
-    """Return the asset speaking text: from the cache, or synthesised (with fallback), stored and recorded."""
+    """Return the asset speaking text: from the cache, or synthesised (with fallback), stored and recorded.
+
+    ``prefer_asset_id`` names an asset made earlier for this request (the preview staff heard): when it
+    is what these text and settings produce with any engine of the chain, it is returned as it is,
+    even if it came from a fallback engine and the requested one works again.
+    """
     prepared = text_prep.prepare(text, max_chars=settings.tts.max_chars)
     spoken = read_aloud(prepared)
     _check("rate", check_rate, rate)
@@ -178,12 +189,21 @@ async def synthesize(
     chain = plan(settings=settings, voice=voice, engine=engine)
     audio_dir = settings.audio_dir
     failures: list[tuple[str, str]] = []
+    keys = [
+        cache_key(
+            prepared_text=spoken, engine=e, voice=v, rate=rate, pitch=pitch, settings=settings, params=params
+        )
+        for e, v in chain
+    ]
+    preferred = session.get(AudioAsset, prefer_asset_id) if prefer_asset_id is not None else None
+    if preferred is not None and preferred.cache_key in keys:
+        if store.exists(audio_dir, preferred.sha256):
+            return SynthesisResult(
+                preferred, cached=True, path=store.path_for(audio_dir, preferred.sha256),
+                fallback_reason=preferred.fallback_reason,
+            )  # fmt: skip
 
-    for speech_engine, engine_voice in chain:
-        key = cache_key(
-            prepared_text=spoken, engine=speech_engine, voice=engine_voice, rate=rate, pitch=pitch,
-            settings=settings, params=params,
-        )  # fmt: skip
+    for (speech_engine, engine_voice), key in zip(chain, keys, strict=True):
         reason = "; ".join(f"{name}: {why}" for name, why in failures) or None
         existing = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one_or_none()
         if existing is not None and store.exists(audio_dir, existing.sha256):

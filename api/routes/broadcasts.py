@@ -55,10 +55,10 @@ def guarded(call: Callable[[], T]) -> T:
         raise field_error(exc.field, exc.message) from None
     except TextError as exc:
         raise field_error("text", str(exc)) from None
-    except SpeechInputError as exc:
-        raise field_error(exc.field, exc.message) from None
+    except SpeechInputError as exc:  # voice, rate, ...: the speech settings of `text`
+        raise field_error(f"speech.{exc.field}", exc.message) from None
     except ValueError as exc:  # the speech engine's own parameter checks (rate)
-        raise field_error("rate", str(exc)) from None
+        raise field_error("speech.rate", str(exc)) from None
     except Forbidden as exc:
         raise HTTPException(status_code=403, detail=str(exc)) from None
     except NotFound as exc:
@@ -114,9 +114,10 @@ def plan_jobs(services, broadcast: Broadcast, occurrences) -> None:
 def create_broadcast(
     body: BroadcastCreate, session: SessionDep, settings: SettingsDep, services: ServicesDep, user: Author
 ) -> BroadcastRead:
-    """Make a broadcast (a notice or a playlist; once or recurring) and, unless `submit` is false,
-    submit it. An approver's (or admin's) own routine broadcast is approved at once; anything else
-    waits for an approver, and an emergency always for a second person."""
+    """Make a broadcast (a notice with its `speech` settings, a playlist, or an audio asset aired as
+    it is; once or recurring) and, unless `submit` is false, submit it. An approver's (or admin's)
+    own routine broadcast is approved at once; anything else waits for an approver, and an
+    emergency always for a second person."""
     broadcast = guarded(
         lambda: scheduler_service.create_broadcast(
             session=session,
@@ -124,15 +125,15 @@ def create_broadcast(
             user=user,
             title=body.title,
             text=body.text,
+            speech=body.speech,
             playlist_id=body.playlist_id,
+            asset_id=body.asset_id,
             areas=body.areas,
             devices=body.devices,
             start_at=body.start_at,
             recurrence_spec=body.recurrence.model_dump(mode="json") if body.recurrence else None,
             priority=body.priority,
             volume=body.volume,
-            voice=body.voice,
-            rate=body.rate,
             late_start_s=body.late_start_s,
             submit=body.submit,
             comment=body.comment,

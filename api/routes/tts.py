@@ -24,7 +24,7 @@ UPLOAD_CHUNK = 1 << 20
 
 def _field_error(field: str, message: str) -> HTTPException:
     return HTTPException(
-        status_code=422, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}]
+        status_code=422, detail=[{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}]
     )
 
 
@@ -53,22 +53,22 @@ def list_voices(settings: SettingsDep, user: CurrentUser) -> list[VoiceRead]:
 
 @router.post("/api/v1/tts/preview")
 def preview(body: PreviewRequest, session: SessionDep, settings: SettingsDep, user: Author) -> AssetRead:
-    """Speak a notice (or return the identical one made before) and say which engine made it."""
+    """Speak a notice (or return the identical one made before) and say which engine made it.
+
+    `speech` is the same settings object broadcasts and playlist text items take: a broadcast of
+    the same text with the same settings airs this asset. The settings may also stand beside
+    `text` (the older form)."""
     try:
         result = tts_service.synthesize_sync(
             session=session,
             settings=settings,
             text=body.text,
-            voice=body.voice,
-            rate=body.rate,
-            volume=body.volume,
-            pitch=body.pitch,
-            repeat=body.repeat,
-            chime=body.chime,
-            closing_chime=body.closing_chime,
+            **body.speech.options(),
         )
-    except (TextError, SpeechInputError) as exc:
+    except TextError as exc:
         raise _field_error(exc.field, str(exc)) from None
+    except SpeechInputError as exc:  # a voice the catalogue does not know
+        raise _field_error(f"speech.{exc.field}", str(exc)) from None
     except SynthesisFailed as exc:
         raise HTTPException(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

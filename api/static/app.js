@@ -138,13 +138,18 @@
     fetch("/console/preview", {
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrf},
-      body: JSON.stringify({text: text.value, voice: compose.elements.voice.value, rate: compose.elements.rate.value})
+      // The same fields the form submits: the server reads both through one ComposeForm.speech.
+      body: JSON.stringify({text: text.value, voice: compose.elements.voice.value, rate: compose.elements.rate.value,
+                            repeat: compose.elements.repeat.value, chime: compose.elements.chime.checked,
+                            closing_chime: compose.elements.closing_chime.checked})
     }).then(function (r) {
       return r.json().then(function (body) { return {status: r.status, body: body}; });
     }).then(function (res) {
       if (res.status === 401 && res.body.login) { stash(compose); window.location = res.body.login; return; }
       if (res.status !== 200) { status.textContent = res.body.detail || "试听失败。"; return; }
       audio.src = res.body.url; audio.hidden = false;
+      // Sent back on submit: the server airs this asset if text and settings still match it.
+      compose.elements.previewed_asset_id.value = res.body.asset_id;
       status.textContent = "时长 " + (res.body.duration_ms / 1000).toFixed(1) + " 秒" +
         (res.body.fallback ? "（在线语音不可用，已改用离线语音）" : "");
       var p = audio.play(); if (p && p.catch) p.catch(function () { /* autoplay blocked: the user presses play */ });

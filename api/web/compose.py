@@ -1,5 +1,9 @@
 """The compose form: what staff type, checked field by field with Chinese messages, then turned
-into the keyword arguments of `scheduler.service.create_broadcast`."""
+into the keyword arguments of `scheduler.service.create_broadcast`.
+
+The preview button and the submit button read the speech settings through the same
+`ComposeForm.speech`, and the page sends back the id of the asset it played: what was heard is
+what is submitted (see `create_broadcast`'s `previewed_asset_id`)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ from zoneinfo import ZoneInfo
 
 from core.clock import utcnow
 from scheduler.models import Priority
+from tts.audio import MAX_REPEAT
+from tts.engines import RATE_MAX, RATE_MIN
+from tts.schemas import SpeechSettings
 
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 WEEKDAY_KEYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -21,6 +28,7 @@ RATES = [
     (0, "正常"),
     (10, "稍快（+10%）"),
 ]
+REPEATS = [(1, "读一遍"), (2, "读两遍"), (3, "读三遍")]
 EMERGENCY = [p for p in Priority if p.is_emergency]
 TITLE_MAX = 200
 COMMENT_MAX = 2000
@@ -31,11 +39,13 @@ FIELD_LABELS = {
     "text": "正文",
     "voice": "播音员",
     "rate": "语速",
+    "repeat": "朗读遍数",
+    "speech": "朗读设置",
     "areas": "播出区域",
     "start_at": "播出时间",
     "recurrence": "重复规则",
     "priority": "优先级",
-    "volume": "音量",
+    "volume": "喇叭音量",
     "comment": "备注",
 }
 
@@ -48,6 +58,11 @@ class ComposeForm:
     text: str = ""
     voice: str = ""
     rate: str = "0"
+    repeat: str = "1"
+    chime: bool = False
+    closing_chime: bool = False
+    # The asset the preview button played (set by the page); aired when it matches text and settings.
+    previewed_asset_id: str = ""
     areas: list[str] = field(default_factory=list)
     mode: str = "now"
     start_local: str = ""
@@ -69,17 +84,10 @@ class ComposeForm:
             e["title"] = "请填写标题。"
         elif len(title) > TITLE_MAX:
             e["title"] = f"标题最多 {TITLE_MAX} 个字。"
-        if not text:
-            e["text"] = "请填写广播正文。"
-        elif len(text) > max_chars:
-            e["text"] = f"正文最多 {max_chars} 个字，现在是 {len(text)} 个字。"
-        try:
-            rate = int(self.rate or 0)
-            if not -50 <= rate <= 100:
-                raise ValueError
-        except ValueError:
-            e["rate"] = "语速应在 -50% 到 +100% 之间。"
-            rate = 0
+        text_error = self.text_error(max_chars=max_chars)
+        if text_error:
+            e["text"] = text_error
+        speech = self.speech()
         if not self.areas:
             e["areas"] = "请至少选择一个播出区域。"
         elif any(not (len(c) == 12 and c.isdigit()) for c in self.areas):
@@ -93,7 +101,7 @@ class ComposeForm:
         volume = None
         if self.volume.strip():
             if not self.volume.strip().isdigit() or not 0 <= int(self.volume) <= 100:
-                e["volume"] = "音量应为 0 到 100 的整数。"
+                e["volume"] = "喇叭音量应为 0 到 100 的整数。"
             else:
                 volume = int(self.volume)
         if len(self.comment) > COMMENT_MAX:
@@ -104,8 +112,8 @@ class ComposeForm:
         return {
             "title": title,
             "text": text,
-            "voice": self.voice or None,
-            "rate": rate,
+            "speech": speech,
+            "previewed_asset_id": int(self.previewed_asset_id) if self.previewed_asset_id.isdigit() else None,
             "areas": list(dict.fromkeys(self.areas)),
             "start_at": start_at,
             "recurrence_spec": recurrence,
@@ -113,6 +121,36 @@ class ComposeForm:
             "volume": volume,
             "comment": self.comment.strip() or None,
         }
+
+    def text_error(self, *, max_chars: int) -> str | None:
+        """Why the notice text cannot be read out, in Chinese; None when it can."""
+        text = self.text.strip()
+        if not text:
+            return "请填写广播正文。"
+        if len(text) > max_chars:
+            return f"正文最多 {max_chars} 个字，现在是 {len(text)} 个字。"
+        return None
+
+    def speech(self) -> SpeechSettings | None:
+        """The speech settings typed (the same for preview and submit); None with `errors` filled."""
+        try:
+            rate = int(self.rate or 0)
+            if not RATE_MIN <= rate <= RATE_MAX:
+                raise ValueError
+        except ValueError:
+            self.errors["rate"] = f"语速应在 {RATE_MIN}% 到 +{RATE_MAX}% 之间。"
+            return None
+        try:
+            repeat = int(self.repeat or 1)
+            if not 1 <= repeat <= MAX_REPEAT:
+                raise ValueError
+        except ValueError:
+            self.errors["repeat"] = f"朗读遍数应为 1 到 {MAX_REPEAT}。"
+            return None
+        return SpeechSettings.of(
+            voice=self.voice or None, rate=rate, repeat=repeat, chime=self.chime,
+            closing_chime=self.closing_chime,
+        )  # fmt: skip
 
     def _schedule(self, zone: ZoneInfo, now: datetime) -> tuple[datetime | None, dict | None]:
         e = self.errors
@@ -162,6 +200,8 @@ class ComposeForm:
 def scheduler_message(field_name: str, message: str) -> tuple[str, str]:
     """A scheduler error (English, for the API) as (form field, Chinese message)."""
     top = field_name.split(".", 1)[0]
+    if top == "speech":  # speech.voice, speech.rate, ...: shown at that control
+        top = field_name.split(".")[1] if "." in field_name else top
     target = {"start_at": "start_local", "recurrence": "times"}.get(top, top)
     if target not in FIELD_LABELS and target not in ("start_local", "times"):
         target = "_"

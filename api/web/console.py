@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import ServicesDep, SessionDep, SettingsDep
 from api.web import render
-from api.web.compose import EMERGENCY, MODES, RATES, WEEKDAY_KEYS, ComposeForm, scheduler_message
+from api.web.compose import EMERGENCY, MODES, RATES, REPEATS, WEEKDAY_KEYS, ComposeForm, scheduler_message
 from api.web.session import Csrf, PageError, WebUser, check_area, home_area, require_role
 from core import regions
 from core.clock import utcnow
@@ -169,6 +169,7 @@ def _compose_page(request, session, settings, user, form: ComposeForm, status_co
         names=area_names(session, form.areas),
         voices=_voice_options(settings),
         rates=RATES,
+        repeats=REPEATS,
         modes=MODES,
         emergency=EMERGENCY,
         weekday_keys=list(zip(WEEKDAY_KEYS, render.WEEKDAYS, strict=True)),
@@ -194,6 +195,10 @@ def compose(
     text: Annotated[str, Form()] = "",
     voice: Annotated[str, Form()] = "",
     rate: Annotated[str, Form()] = "0",
+    repeat: Annotated[str, Form()] = "1",
+    chime: Annotated[bool, Form()] = False,
+    closing_chime: Annotated[bool, Form()] = False,
+    previewed_asset_id: Annotated[str, Form()] = "",
     areas: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
     mode: Annotated[str, Form()] = "now",
     start_local: Annotated[str, Form()] = "",
@@ -207,9 +212,10 @@ def compose(
 ):
     require_role(user, *AUTHORS)
     form = ComposeForm(
-        title=title, text=text, voice=voice, rate=rate, areas=areas, mode=mode, start_local=start_local,
-        times=times, start_date=start_date, end_date=end_date, weekdays=weekdays, priority=priority,
-        volume=volume, comment=comment,
+        title=title, text=text, voice=voice, rate=rate, repeat=repeat, chime=chime,
+        closing_chime=closing_chime, previewed_asset_id=previewed_asset_id, areas=areas, mode=mode,
+        start_local=start_local, times=times, start_date=start_date, end_date=end_date, weekdays=weekdays,
+        priority=priority, volume=volume, comment=comment,
     )  # fmt: skip
     args = form.check(max_chars=settings.tts.max_chars, zone=_zone(settings))
     if args is not None:
@@ -223,8 +229,11 @@ def compose(
     except (BroadcastError, PlaylistError) as exc:
         where, message = scheduler_message(exc.field, exc.message)
         form.errors[where] = message
-    except (TextError, SpeechInputError) as exc:
+    except TextError as exc:
         form.errors["text"] = f"正文无法朗读：{exc}"
+    except SpeechInputError as exc:  # e.g. a voice that is no longer offered
+        where = exc.field if exc.field in ("voice", "rate", "repeat") else "voice"
+        form.errors[where] = f"朗读设置有误：{exc}"
     except Forbidden:
         form.errors["areas"] = "所选区域不在您的管辖范围内。"
     except ValueError as exc:  # the engine's own parameter checks
@@ -244,20 +253,21 @@ def compose(
 def preview(
     session: SessionDep, settings: SettingsDep, user: WebUser, body: Annotated[dict, Body()]
 ) -> JSONResponse:
-    """Speak the notice as typed; the page plays the returned URL in an <audio> element."""
+    """Speak the notice as typed; the page plays the returned URL in an <audio> element and sends
+    the returned `asset_id` back with the form, so submitting airs what was heard."""
     require_role(user, *AUTHORS)
-    text = str(body.get("text") or "").strip()
-    if not text:
-        return JSONResponse({"detail": "请先填写广播正文。"}, status_code=422)
-    if len(text) > settings.tts.max_chars:
-        return JSONResponse({"detail": f"正文最多 {settings.tts.max_chars} 个字。"}, status_code=422)
-    try:
-        rate = int(body.get("rate") or 0)
-    except (TypeError, ValueError):
-        return JSONResponse({"detail": "语速应为整数。"}, status_code=422)
+    form = ComposeForm(
+        text=str(body.get("text") or ""), voice=str(body.get("voice") or ""),
+        rate=str(body.get("rate") or "0"), repeat=str(body.get("repeat") or "1"),
+        chime=bool(body.get("chime")), closing_chime=bool(body.get("closing_chime")),
+    )  # fmt: skip
+    problem = form.text_error(max_chars=settings.tts.max_chars)
+    speech = form.speech() if problem is None else None
+    if problem is not None or speech is None:
+        return JSONResponse({"detail": problem or next(iter(form.errors.values()))}, status_code=422)
     try:
         result = tts_service.synthesize_sync(
-            session=session, settings=settings, text=text, voice=body.get("voice") or None, rate=rate
+            session=session, settings=settings, text=form.text.strip(), **speech.options()
         )
     except (TextError, SpeechInputError, ValueError) as exc:
         return JSONResponse({"detail": f"无法朗读：{exc}"}, status_code=422)
@@ -266,6 +276,7 @@ def preview(
     asset = result.asset
     return JSONResponse(
         {
+            "asset_id": asset.id,
             "url": f"/media/{asset.sha256}.mp3",
             "duration_ms": asset.duration_ms,
             "engine": asset.engine,

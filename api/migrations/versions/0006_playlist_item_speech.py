@@ -25,7 +25,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("pitch", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("repeat", sa.Integer(), server_default="1", nullable=False))
         batch_op.add_column(sa.Column("chime", sa.Boolean(), server_default=sa.false(), nullable=False))
-        batch_op.add_column(sa.Column("closing_chime", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(
+            sa.Column("closing_chime", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
 
 
 def downgrade() -> None:
