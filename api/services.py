@@ -143,12 +143,20 @@ class Services:
         except Exception as exc:  # reported, not raised: health must answer
             log.warning("health: database check failed: %s", exc)
         broker_ok = bool(self.link and self.link.connected)
-        sched_ok = bool(self.runner and self.runner.running)
+        # A stand-by (another process holds the runner lock) is healthy: it serves the API and
+        # takes over when the runner goes.
+        role = self.runner.role if self.runner else "stopped"
+        sched_ok = role in ("active", "standby")
         return {
             "status": "ok" if db_ok and broker_ok and sched_ok else "degraded",
             "database": {"ok": db_ok, "backend": self.engine.dialect.name if self.engine else None},
             "broker": {"ok": broker_ok, "url": _redact(self.broker_url), "embedded": self.broker is not None},
-            "scheduler": {"ok": sched_ok, "jobs": self.runner.job_count() if sched_ok else 0},
+            "scheduler": {
+                "ok": sched_ok,
+                "role": role,
+                "lock": self.runner.describe_lock() if self.runner else None,
+                "jobs": self.runner.job_count() if role == "active" else 0,
+            },
             "ingest": dict(self.ingestor.counts) if self.ingestor else {},
         }
 

@@ -2,6 +2,12 @@
 
 The lock is held for the runner's lifetime on a connection (or file descriptor) of its own; when
 the process dies the database (or kernel) releases it, and a stand-by runner takes over.
+
+On PostgreSQL the holder's connection also LISTENs: any other server process of the database
+wakes the runner with `notify_holder` (NOTIFY) when it plans work for the near future, so a
+broadcast approved on a stand-by is planned at once rather than at the runner's next tick. The
+same connection tells the holder when the lock is gone (the connection broke, e.g. the database
+restarted): `wait_for_notices` raises `LockLost`.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
@@ -17,6 +24,16 @@ log = logging.getLogger(__name__)
 
 # pg_try_advisory_lock key: "cx" and 1, any constant all cunxiang servers of one database share.
 ADVISORY_LOCK_KEY = 0x6378_0001
+# LISTEN/NOTIFY channel on which other processes wake the runner (payload: their text).
+NOTIFY_CHANNEL = "cunxiang_scheduler"
+# Server-side TCP keepalive on the lock's connection: if the runner's machine vanishes (power, network)
+# PostgreSQL drops its session, and so the lock, after about idle + interval x count seconds
+# (the default would be the kernel's two hours). Ignored on Unix-socket connections.
+LOCK_KEEPALIVE = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 3}
+
+
+class LockLost(RuntimeError):
+    """The connection that held the advisory lock failed: the lock is no longer held."""
 
 
 class RunnerLock:
@@ -30,6 +47,11 @@ class RunnerLock:
     @property
     def held(self) -> bool:
         return self._conn is not None or self._fd is not None
+
+    @property
+    def notifies(self) -> bool:
+        """Whether other processes can wake the holder (PostgreSQL); else the runner's tick must do."""
+        return self._engine.dialect.name == "postgresql"
 
     def describe(self) -> str:
         if self._engine.dialect.name == "postgresql":
@@ -54,7 +76,12 @@ class RunnerLock:
                 got = bool(
                     conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
                 )
+                if got:
+                    for name, value in LOCK_KEEPALIVE.items():
+                        conn.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": str(value)})
+                    conn.execute(text(f"LISTEN {NOTIFY_CHANNEL}"))
             except Exception:
+                conn.invalidate()
                 conn.close()
                 raise
             if got:
@@ -75,6 +102,34 @@ class RunnerLock:
         self._fd = fd
         return True
 
+    def wait_for_notices(self, timeout: float) -> list[str]:
+        """Block up to `timeout` s for wake-ups sent to the holder; their payloads, oldest first.
+
+        Raises LockLost when the lock's connection failed (the lock is then dropped here). Without
+        notifications (SQLite) or without the lock it just waits. Call from one thread at a time.
+        """
+        conn = self._conn
+        if conn is None:
+            time.sleep(timeout)
+            return []
+        try:
+            return [
+                n.payload for n in conn.connection.dbapi_connection.notifies(timeout=timeout, stop_after=1)
+            ]
+        except Exception as exc:  # whatever failed, we can no longer vouch for the lock
+            self._conn = None
+            conn.invalidate()
+            conn.close()
+            raise LockLost(f"the {self.describe()} connection failed: {exc}") from exc
+
+    def notify_holder(self, payload: str) -> None:
+        """Wake the process holding the lock (which may be this one) with `payload` (PostgreSQL only)."""
+        if not self.notifies:
+            return
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+            conn.commit()
+
     def release(self) -> None:
         """Give the lock up (idempotent)."""
         if self._conn is not None:
@@ -83,6 +138,8 @@ class RunnerLock:
             except Exception as exc:  # closing the connection releases it anyway
                 log.warning("advisory unlock failed: %s", exc)
             finally:
+                # Not back to the pool: it LISTENs and carries the keepalive settings.
+                self._conn.invalidate()
                 self._conn.close()
                 self._conn = None
         if self._fd is not None:

@@ -6,10 +6,12 @@ dispatch falls within `JOB_WINDOW` get a dispatch job and a close job. A planner
 `PLAN_INTERVAL_S` rolls both forward. So start-up and memory grow with what airs soon, not with
 the number of broadcasts times their airings.
 
-Exactly one runner is active per database (`scheduler.lock`); another server process stands by
-and takes over when the lock frees. API routes call `schedule`/`unschedule` on whichever runner
-their process has; on a stand-by they do nothing and the active runner's next tick plans the work
-(a broadcast approved on a stand-by for less than a tick ahead may so start late or be missed).
+Exactly one runner is active per database (`scheduler.lock`); every other server process stands
+by, tries the lock every `LOCK_RETRY_S` and takes over when it frees. API routes call `schedule` /
+`unschedule` on whichever runner their process has. On a stand-by, `schedule` of an occurrence due
+within the job window sends its id to the active runner (PostgreSQL NOTIFY, `RunnerLock.notify_holder`),
+which plans it at once; on SQLite (no notifications) the active runner's next tick plans it. An
+active runner whose lock connection fails steps down to stand-by and competes for the lock again.
 
 Misfires: jobs always run however late (`misfire_grace_time=None`); `service.dispatch` itself
 decides: within the occurrence's late-start window it airs (speakers start at once), after it the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -28,14 +31,15 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine
+from apscheduler.schedulers.base import STATE_PAUSED
+from sqlalchemy import Engine, select
 
 from core.clock import utcnow
 from core.db import session_scope
 from core.settings import SchedulerSettings
 from scheduler import runtime
 from scheduler import service as scheduler_service
-from scheduler.lock import RunnerLock
+from scheduler.lock import LockLost, RunnerLock
 from scheduler.models import Occurrence, OccurrenceStatus
 
 log = logging.getLogger(__name__)
@@ -51,8 +55,11 @@ JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1
 JOB_WINDOW = timedelta(minutes=10)
 # The planner tick: extend the horizon, add jobs for occurrences entering the window.
 PLAN_INTERVAL_S = 60.0
-# A stand-by runner tries to take the lock this often.
-LOCK_RETRY_S = 10.0
+# A stand-by runner tries to take the lock this often: the bound on a takeover after the runner's
+# process dies (one cheap query per try).
+LOCK_RETRY_S = 2.0
+# The active runner's notice listener waits this long per call: how long stopping may take.
+NOTICE_WAIT_S = 1.0
 
 
 def dispatch_ahead(sched: SchedulerSettings) -> timedelta:
@@ -75,44 +82,117 @@ class SchedulerRunner:
             timezone=rt.settings.scheduler.timezone,
         )
         self._jobs: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._standby: asyncio.Task[None] | None = None
+        self._listener: threading.Thread | None = None
+        self._stop_listening = threading.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.active = False
 
     @property
     def running(self) -> bool:
         """True while this process runs the scheduler (False on a stand-by)."""
-        return self._scheduler.running
+        return self.active
+
+    @property
+    def role(self) -> str:
+        """`active` (runs the scheduler), `standby` (waits for the lock) or `stopped`."""
+        if self.active:
+            return "active"
+        return "standby" if self._standby is not None else "stopped"
+
+    def describe_lock(self) -> str:
+        """Which lock elects the runner."""
+        return self._lock.describe()
 
     def job_count(self) -> int:
         """Jobs waiting in the store."""
         return len(self._scheduler.get_jobs(jobstore="default"))
 
     def start(self) -> None:
-        """Take the runner lock and start, or stand by and keep trying."""
+        """Take the runner lock and start, or stand by; either way keep competing for the lock."""
         runtime.install(self._rt)
+        self._loop = asyncio.get_running_loop()
         if self._lock.acquire():
             self._activate()
-            return
-        log.warning("another scheduler runner holds the %s; standing by", self._lock.describe())
-        self._standby = asyncio.get_running_loop().create_task(self._wait_for_lock())
+        else:
+            log.warning("another scheduler runner holds the %s; standing by", self._lock.describe())
+        self._standby = self._loop.create_task(self._wait_for_lock())
 
     async def _wait_for_lock(self) -> None:
         while True:
             await asyncio.sleep(LOCK_RETRY_S)
-            if await asyncio.to_thread(self._lock.acquire):
+            if self.active:
+                continue
+            try:
+                got = await asyncio.to_thread(self._lock.acquire)
+            except Exception as exc:  # the database is away: keep trying
+                log.warning("could not try the %s: %s", self._lock.describe(), exc)
+                continue
+            if got:
                 log.info("took over as the scheduler runner")
-                self._activate()
-                return
+                try:
+                    self._activate()
+                except Exception:  # running, but planning failed: the planner tick retries
+                    log.exception("planning after the takeover failed")
 
     def _activate(self) -> None:
-        self._scheduler.start()
+        if self._scheduler.state == STATE_PAUSED:
+            self._scheduler.resume()
+        else:
+            self._scheduler.start()
         self.active = True
-        planned = self.plan()
+        # The tick and the listener first: if planning now fails, the tick tries again.
         self._scheduler.add_job(
             self._tick, trigger="interval", seconds=PLAN_INTERVAL_S, id="planner", jobstore="memory",
             replace_existing=True,
         )  # fmt: skip
+        if self._lock.notifies:
+            self._stop_listening.clear()
+            self._listener = threading.Thread(target=self._listen, name="scheduler-notices", daemon=True)
+            self._listener.start()
+        planned = self.plan()
         log.info("scheduler started (%s); %d occurrences have jobs", self._lock.describe(), planned)
+
+    def _listen(self) -> None:
+        """Listener thread: hand occurrence ids other processes planned, or a lost lock, to the loop."""
+        assert self._loop is not None
+        while not self._stop_listening.is_set():
+            try:
+                payloads = self._lock.wait_for_notices(NOTICE_WAIT_S)
+            except LockLost as exc:
+                self._loop.call_soon_threadsafe(self._step_down, str(exc))
+                return
+            ids = [int(p) for p in payloads if p.isdigit()]
+            if ids:
+                self._loop.call_soon_threadsafe(self._plan_soon, ids)
+
+    def _plan_soon(self, occurrence_ids: list[int]) -> None:
+        if not self.active:
+            return
+        task = asyncio.get_running_loop().create_task(self._plan_notified(occurrence_ids))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _plan_notified(self, occurrence_ids: list[int]) -> None:
+        try:
+            occurrences = await asyncio.to_thread(self._load, occurrence_ids)
+            for occ in occurrences:
+                self.schedule(occ)
+        except Exception:  # the planner tick picks them up
+            log.exception("planning occurrences %s from another process failed", occurrence_ids)
+
+    def _load(self, occurrence_ids: list[int]) -> list[Occurrence]:
+        with self._rt.session_factory() as session:
+            return list(session.scalars(select(Occurrence).where(Occurrence.id.in_(occurrence_ids))).all())
+
+    def _step_down(self, reason: str) -> None:
+        """The lock is gone: stop running jobs (another process may take over) and compete again."""
+        if not self.active:
+            return
+        log.error("lost the scheduler runner lock (%s); standing by", reason)
+        self.active = False
+        self._scheduler.pause()
 
     async def _tick(self) -> None:
         occurrences = await asyncio.to_thread(self._collect)
@@ -142,6 +222,12 @@ class SchedulerRunner:
         if self._standby is not None:
             self._standby.cancel()
             self._standby = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._listener is not None:
+            self._stop_listening.set()
+            self._listener.join(NOTICE_WAIT_S + 5)
+            self._listener = None
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         self.active = False
@@ -149,13 +235,20 @@ class SchedulerRunner:
         runtime.install(None)
 
     def schedule(self, occ: Occurrence) -> int:
-        """Plan the dispatch (lead time before start) and the close (at the deadline) if due soon."""
-        if not self.active:
-            return 0
+        """Plan the dispatch (lead time before start) and the close (at the deadline) if due soon.
+
+        On a stand-by: tell the active runner (another process) to plan it now.
+        """
         dispatch_at = occ.start_at - dispatch_ahead(self._rt.settings.scheduler)
         if occ.status == OccurrenceStatus.scheduled and dispatch_at > utcnow() + JOB_WINDOW:
             return 0  # the planner tick adds it when it comes near
         if occ.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched):
+            return 0
+        if not self.active:
+            try:
+                self._lock.notify_holder(str(occ.id))
+            except Exception as exc:  # the active runner's tick still plans it
+                log.warning("could not tell the active runner about occurrence %s: %s", occ.id, exc)
             return 0
         added = 0
         if occ.status == OccurrenceStatus.scheduled and f"dispatch-{occ.id}" not in self._jobs:

@@ -705,6 +705,8 @@ def extend_horizon(*, session: Session, settings: Settings, now: datetime | None
     finished: list[int] = []  # rules that have ended: done once nothing of them is open
     until = horizon + PLAN_STEP
     for broadcast_id, spec, planned_until, late_s, duration_ms in rows:
+        if spec is None:  # a one-off: PostgreSQL stores its None as JSON `null`, which IS NOT NULL
+            continue
         rule = recurrence.Rule.from_dict(spec)
         begin = max(planned_until or now, now - MISSED_LOOKBACK)
         end = rule_end(rule)

@@ -21,7 +21,8 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 @router.get("/api/v1/health", tags=["system"])
 def health(services: ServicesDep) -> JSONResponse:
-    """Database, broker and scheduler state; 503 when any is down. No token needed."""
+    """Database, broker and scheduler state (`role`: this process runs the scheduler, `active`, or
+    stands by for it, `standby`); 503 when any is down. No token needed."""
     body = services.health()
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
