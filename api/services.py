@@ -61,6 +61,11 @@ class Services:
 
         if settings.mqtt.url:
             self.broker_url = settings.mqtt.url
+        elif settings.devices.ingest_shared_group:
+            raise RuntimeError(
+                "CUNXIANG_DEVICES_INGEST_SHARED_GROUP needs an external broker (CUNXIANG_MQTT_URL): "
+                "the embedded broker has no shared subscriptions"
+            )
         else:
             from devices.broker import start_embedded_broker
 
@@ -75,8 +80,13 @@ class Services:
             key_file=settings.devices.tls_key_file,
         )
         await asyncio.to_thread(self.link.connect)
-        self.ingestor = ReportIngestor(link=self.link, session_factory=self.session_factory)
-        self.ingestor.start()
+        if settings.devices.ingest_in_server:
+            self.ingestor = ReportIngestor(
+                link=self.link,
+                session_factory=self.session_factory,
+                shared_group=settings.devices.ingest_shared_group,
+            )
+            self.ingestor.start()
         self.runner = SchedulerRunner(
             engine=self.engine,
             rt=runtime.Runtime(settings=settings, session_factory=self.session_factory, link=self.link),
