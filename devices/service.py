@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from operator import itemgetter
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Dialect,
+    Executable,
+    Float,
+    Integer,
+    String,
+    TableValuedAlias,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from core import regions
 from core.clock import utcnow
@@ -166,72 +194,302 @@ def apply_reports(*, session: Session, reports: Sequence[tuple[protocol.Report, 
     result = ApplyResult()
     if not reports:
         return result
-    device_ids = {r.device_id for r, _ in reports}
-    known = set(session.scalars(select(Device.id).where(Device.id.in_(device_ids))).all())
-    pairs = {(r.occurrence_id, r.device_id) for r, _ in reports if r.device_id in known}
-    deliveries: dict[tuple[int, str], Delivery] = {}
-    if pairs:
-        occ_ids = {o for o, _ in pairs}
-        rows = session.scalars(
-            select(Delivery).where(
-                Delivery.occurrence_id.in_(occ_ids), Delivery.device_id.in_({d for _, d in pairs})
-            )
-        ).all()
-        deliveries = {(d.occurrence_id, d.device_id): d for d in rows}
-
-    raw_rows = []
+    session.flush()  # the statements below bypass the ORM: let them see what the session holds
+    conn = session.connection()
+    writer = _report_writer(conn.dialect)
+    stamp = writer.stamp
+    now = stamp(utcnow())
+    rows: list[tuple] = []  # in _FIELDS order
     for report, arrived in reports:
-        if report.device_id not in known:
-            result.unknown_device += 1
-            result.unknown_devices.add(report.device_id)
-            continue
-        delivery = deliveries.get((report.occurrence_id, report.device_id))
-        if delivery is None:
-            result.unknown_delivery += 1
-            continue
-        raw_rows.append(
-            {
-                "device_id": report.device_id,
-                "occurrence_id": report.occurrence_id,
-                "state": report.state,
-                "reported_at": report.at,
-                "received_at": arrived,
-                "seconds_played": report.seconds_played,
-                "error": report.error,
-            }
+        rank = _RANK[report.state]
+        final = rank == FINAL_RANK
+        rows.append(
+            (
+                report.occurrence_id,
+                report.device_id,
+                report.state,
+                rank,
+                stamp(report.at),
+                stamp(arrived),
+                report.seconds_played,
+                report.error,
+                report.seconds_played if final else None,
+                report.error if final else None,
+                now,
+            )
         )
-        if _advance(delivery, report, arrived):
-            result.applied += 1
-        else:
-            result.stale += 1
-    if raw_rows:
-        session.execute(insert(ReportRow), raw_rows)
-    session.flush()
+    stored, result.applied = writer.write(conn, rows)
+    result.stale = stored - result.applied
+    if stored < len(reports):
+        _count_unknown(session=session, reports=reports, result=result)
+    _expire_deliveries(session)
     return result
 
 
-def _advance(delivery: Delivery, report: protocol.Report, arrived: datetime) -> bool:
-    """Apply one report to its delivery; False when it changes nothing."""
-    new = DeliveryState(report.state)
-    current = delivery.state
-    if current == DeliveryState.no_report:
-        # Finalised at the deadline; a report that reached us before the deadline still counts
-        # (it may have been waiting in the ingest batch when the deadline job ran).
-        if new not in FINAL_STATES or delivery.finished_at is None or arrived > delivery.finished_at:
-            return False
-    elif STATE_RANK[new] <= STATE_RANK[current]:
-        return False
-    if new == DeliveryState.received or delivery.received_at is None:
-        delivery.received_at = report.at
-    if new == DeliveryState.playing:
-        delivery.playing_at = report.at
-    if new in FINAL_STATES:
-        delivery.finished_at = report.at
-        delivery.seconds_played = report.seconds_played
-        delivery.error = report.error
-    delivery.state = new
-    delivery.updated_at = utcnow()
-    return True
+def _count_unknown(
+    *, session: Session, reports: Sequence[tuple[protocol.Report, datetime]], result: ApplyResult
+) -> None:
+    """Count the reports without a delivery: from unknown devices, or for occurrences not sent to them."""
+    by_occurrence: dict[int, set[str]] = {}
+    for report, _ in reports:
+        by_occurrence.setdefault(report.occurrence_id, set()).add(report.device_id)
+    delivered: set[tuple[int, str]] = set()
+    for occurrence_id, device_ids in by_occurrence.items():
+        delivered.update(
+            session.execute(
+                select(Delivery.occurrence_id, Delivery.device_id).where(
+                    Delivery.occurrence_id == occurrence_id, Delivery.device_id.in_(device_ids)
+                )
+            )
+        )
+    lost = {r.device_id for r, _ in reports if (r.occurrence_id, r.device_id) not in delivered}
+    known = set(session.scalars(select(Device.id).where(Device.id.in_(lost))).all())
+    for report, _ in reports:
+        if (report.occurrence_id, report.device_id) in delivered:
+            continue
+        if report.device_id in known:
+            result.unknown_delivery += 1
+        else:
+            result.unknown_device += 1
+            result.unknown_devices.add(report.device_id)
+
+
+def _expire_deliveries(session: Session) -> None:
+    """Deliveries the session holds were changed behind its back: reload them when next read."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Delivery):
+            session.expire(obj)
+
+
+# ---------------------------------------------------------------- writing reports
+#
+# A batch is up to 2,000 reports (devices.ingest.BATCH_MAX). Each report is one raw row, kept when
+# its device was sent that occurrence, and one guarded step of that delivery. The statements are
+# built once per dialect from the Core constructs below and run at driver level
+# (`exec_driver_sql`): SQLAlchemy's per-row parameter processing cost more than the database work.
+# SQLite runs them once per report with executemany (in process, no round trips to save);
+# PostgreSQL gets the batch as one array per column (unnest), a few statements per batch.
+
+FINAL_RANK = max(STATE_RANK.values())
+_RANK = {state.value: rank for state, rank in STATE_RANK.items()}
+_DELIVERIES = Delivery.__table__
+_REPORTS = ReportRow.__table__
+# What a batch row holds, in this order (see apply_reports); `now` is the same for the whole batch.
+_FIELDS: dict[str, TypeEngine] = {
+    "occurrence_id": Integer(),
+    "device_id": String(),
+    "state": String(),
+    "rank": Integer(),
+    "reported_at": DateTime(),
+    "received_at": DateTime(),  # ours: the arrival time
+    "seconds_played": Float(),
+    "error": Text(),
+    "final_seconds": Float(),  # seconds_played of a final report, else NULL
+    "final_error": Text(),  # error of a final report, else NULL
+    "now": DateTime(),
+}
+_RAW_COLUMNS = (
+    "device_id",
+    "occurrence_id",
+    "state",
+    "reported_at",
+    "received_at",
+    "seconds_played",
+    "error",
+)
+_STEP_COLUMNS = ("state", "rank", "reported_at", "received_at", "final_seconds", "final_error")
+
+
+def _sql_literal(value: str | int) -> ColumnElement:
+    return literal_column(f"'{value}'" if isinstance(value, str) else str(value))
+
+
+def _advance_statement(src: Mapping[str, ColumnElement], match: ColumnElement[bool]) -> Update:
+    """UPDATE of deliveries (those `match` picks) by reports, each taking effect only as the rules allow.
+
+    A delivery moves only to a higher state rank. A `no_report` delivery (finalised at the deadline)
+    still takes a final report that reached us no later than its `finished_at`: it may have been
+    waiting in an ingest batch when the deadline job ran. `received` sets `received_at` (so does
+    any report while it is still empty), `playing` sets `playing_at`, a final report sets
+    `finished_at`, `seconds_played` and `error`. The rules sit in the WHERE clause, evaluated on the
+    row as it is when the update runs, so nothing moves a delivery backwards, not even a row another
+    transaction changed since this batch began.
+    """
+    t = _DELIVERIES
+    rank, at = src["rank"], src["reported_at"]
+    current_rank = case(
+        *(
+            (t.c.state == _sql_literal(s.value), _sql_literal(r))
+            for s, r in STATE_RANK.items()
+            if r < FINAL_RANK
+        ),
+        else_=_sql_literal(FINAL_RANK),
+    )
+    final = rank == _sql_literal(FINAL_RANK)
+    forward = or_(
+        current_rank < rank,
+        and_(
+            t.c.state == _sql_literal(DeliveryState.no_report.value),
+            final,
+            t.c.finished_at >= src["received_at"],
+        ),
+    )
+    return (
+        update(t)
+        .where(match, forward)
+        .values(
+            state=src["state"],
+            received_at=case(
+                (or_(rank == _sql_literal(_RANK["received"]), t.c.received_at.is_(None)), at),
+                else_=t.c.received_at,
+            ),
+            playing_at=case((rank == _sql_literal(_RANK["playing"]), at), else_=t.c.playing_at),
+            finished_at=case((final, at), else_=t.c.finished_at),
+            seconds_played=case((final, src["final_seconds"]), else_=t.c.seconds_played),
+            error=case((final, src["final_error"]), else_=t.c.error),
+            updated_at=bindparam("now", type_=DateTime()),
+        )
+    )
+
+
+def _sqlite_stamp(value: datetime) -> str:
+    # The text SQLAlchemy's SQLite DateTime stores, "2026-03-02 00:30:00.000000" (always with
+    # microseconds), so that values written here compare as text with those written by the ORM.
+    # [:26] drops the "+00:00" (cheaper than replacing tzinfo first).
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+class _RowByRow:
+    """Each statement once per report, with the driver's executemany (SQLite)."""
+
+    stamp = staticmethod(_sqlite_stamp)
+
+    def __init__(self, dialect: Dialect) -> None:
+        src = {
+            # A bare NULL in a SELECT list has no type on some databases: say it is a number.
+            name: cast(bindparam(name), typ) if name == "seconds_played" else bindparam(name, type_=typ)
+            for name, typ in _FIELDS.items()
+        }
+        t = _DELIVERIES
+        match = and_(t.c.occurrence_id == src["occurrence_id"], t.c.device_id == src["device_id"])
+        delivered = select(literal_column("1")).where(match).exists()
+        store = insert(_REPORTS).from_select(
+            list(_RAW_COLUMNS), select(*(src[name] for name in _RAW_COLUMNS)).where(delivered)
+        )
+        self._store, self._store_params = self._compile(store, dialect)
+        self._advance, self._advance_params = self._compile(_advance_statement(src, match), dialect)
+
+    @staticmethod
+    def _compile(statement: Executable, dialect: Dialect) -> tuple[str, Callable[[list[tuple]], list]]:
+        compiled = statement.compile(dialect=dialect)
+        names = list(compiled.positiontup or ()) if dialect.positional else list(compiled.params)
+        pick = itemgetter(*(list(_FIELDS).index(name) for name in names))
+        if dialect.positional:
+            return compiled.string, lambda rows: [pick(row) for row in rows]
+        return compiled.string, lambda rows: [dict(zip(names, pick(row), strict=True)) for row in rows]
+
+    def write(self, conn: Connection, rows: list[tuple]) -> tuple[int, int]:
+        """Store the raw reports and advance their deliveries; return (stored, applied)."""
+        stored = conn.exec_driver_sql(self._store, self._store_params(rows)).rowcount
+        # A delivery's reports in arrival order (the sort is stable), so several in one batch apply
+        # as they would one by one; deliveries in key order, so writers lock rows in one order.
+        ordered = sorted(rows, key=itemgetter(0, 1))
+        applied = conn.exec_driver_sql(self._advance, self._advance_params(ordered)).rowcount
+        return stored, applied
+
+
+def _unnest(*columns: tuple[str, TypeEngine]) -> TableValuedAlias:
+    """unnest(:a::T[], :b::U[], ...) AS batch(a, b, ...): a table from one array per column."""
+    return (
+        func.unnest(*(bindparam(name, type_=ARRAY(typ)) for name, typ in columns))
+        .table_valued(*(column(name, typ) for name, typ in columns))
+        .render_derived()
+        .alias("batch")
+    )
+
+
+def _as_arrays(names: Sequence[str], rows: list[tuple]) -> dict[str, object]:
+    """Rows of values as one list per column, keyed by column name."""
+    return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+
+
+class _Arrays:
+    """The batch as one array per column, a few statements per batch (PostgreSQL)."""
+
+    stamp = staticmethod(_naive_utc)
+
+    def __init__(self, dialect: Dialect) -> None:
+        t = _DELIVERIES
+        keys = _unnest(("occurrence_id", Integer()), ("device_id", String()))
+        # Row locks taken in key order up front: concurrent writers (ingest workers on a shared
+        # subscription) whose batches touch the same deliveries wait for each other, never deadlock.
+        lock = (
+            select(t.c.occurrence_id, t.c.device_id, t.c.id)
+            .join(keys, and_(t.c.occurrence_id == keys.c.occurrence_id, t.c.device_id == keys.c.device_id))
+            .order_by(t.c.occurrence_id, t.c.device_id)
+            .with_for_update(of=t)
+        )
+        raw = _unnest(*((name, _FIELDS[name]) for name in _RAW_COLUMNS))
+        store = insert(_REPORTS).from_select(list(_RAW_COLUMNS), select(*raw.c))
+        steps = _unnest(("id", Integer()), *((name, _FIELDS[name]) for name in _STEP_COLUMNS))
+        advance = _advance_statement(steps.c, t.c.id == steps.c.id)
+        self._lock, self._store, self._advance = (
+            self._binary(str(s.compile(dialect=dialect)), dialect) for s in (lock, store, advance)
+        )
+        self._raw = itemgetter(*(list(_FIELDS).index(name) for name in _RAW_COLUMNS))
+        self._step = itemgetter(*(list(_FIELDS).index(name) for name in _STEP_COLUMNS))
+
+    @staticmethod
+    def _binary(sql: str, dialect: Dialect) -> str:
+        # psycopg 3 sends %(name)b parameters in binary: arrays of 2,000 values dump several times
+        # faster that way than as text.
+        return re.sub(r"%\((\w+)\)s", r"%(\1)b", sql) if dialect.driver == "psycopg" else sql
+
+    def write(self, conn: Connection, rows: list[tuple]) -> tuple[int, int]:
+        """Store the raw reports and advance their deliveries; return (stored, applied)."""
+        keys = sorted({row[:2] for row in rows})
+        ids = {
+            (occurrence_id, device_id): delivery_id
+            for occurrence_id, device_id, delivery_id in conn.exec_driver_sql(
+                self._lock, {"occurrence_id": [k[0] for k in keys], "device_id": [k[1] for k in keys]}
+            ).all()
+        }
+        kept = [row for row in rows if row[:2] in ids]
+        if not kept:
+            return 0, 0
+        conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, [self._raw(row) for row in kept]))
+        # One UPDATE changes a row at most once: step k takes each delivery's k-th report of the
+        # batch, so a delivery's reports apply in arrival order, as they would one by one.
+        steps: list[list[tuple]] = []
+        seen: Counter[tuple[int, str]] = Counter()
+        for row in kept:
+            k = seen[row[:2]]
+            seen[row[:2]] += 1
+            if k == len(steps):
+                steps.append([])
+            steps[k].append((ids[row[:2]], *self._step(row)))
+        applied = 0
+        for step in steps:
+            params = _as_arrays(("id", *_STEP_COLUMNS), step)
+            params["now"] = rows[0][-1]
+            applied += conn.exec_driver_sql(self._advance, params).rowcount
+        return len(kept), applied
+
+
+_writers: dict[tuple[str, str, str], _RowByRow | _Arrays] = {}
+
+
+def _report_writer(dialect: Dialect) -> _RowByRow | _Arrays:
+    """The report writer for a dialect, its statements compiled on first use."""
+    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    writer = _writers.get(key)
+    if writer is None:
+        writer = _writers[key] = _Arrays(dialect) if dialect.name == "postgresql" else _RowByRow(dialect)
+    return writer
 
 
 def list_deliveries(

@@ -1,0 +1,202 @@
+"""The batched report writer: edges of the delivery rules, and writers that overlap in time."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from core.db import session_scope
+from core.models import Region, RegionLevel
+from devices import protocol
+from devices import service as device_service
+from devices.models import Delivery
+from devices.models import Report as ReportRow
+
+OCC = 11
+# Whole seconds on purpose: a timestamp without microseconds must compare like any other.
+T0 = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def fleet(session):
+    """One village with three speakers, each sent occurrence OCC (and a1 also OCC + 1)."""
+    session.add_all(
+        [
+            Region(code="341225000000", name="阜南县", level=RegionLevel.county, population=1000),
+            Region(
+                code="341225100000", name="鹿城镇", level=RegionLevel.township, parent_code="341225000000",
+                population=1000,
+            ),
+            Region(
+                code="341225100201", name="张庄村", level=RegionLevel.village, parent_code="341225100000",
+                population=1000,
+            ),
+        ]
+    )  # fmt: skip
+    session.flush()
+    for dev_id in ("a1", "a2", "a3"):
+        device_service.register(session=session, device_id=dev_id, name=dev_id, area_code="341225100201")
+    devices = device_service.expand_targets(session=session, area_codes=["341225100201"], device_ids=[])
+    device_service.snapshot_deliveries(session=session, occurrence_id=OCC, devices=devices)
+    device_service.snapshot_deliveries(session=session, occurrence_id=OCC + 1, devices=devices[:1])
+    session.commit()
+    return session
+
+
+def report(device_id: str, state: str, at: datetime, occurrence_id: int = OCC, **kw) -> protocol.Report:
+    return protocol.Report(device_id=device_id, occurrence_id=occurrence_id, state=state, at=at, **kw)
+
+
+def delivery(session, device_id: str, occurrence_id: int = OCC) -> Delivery:
+    session.expire_all()
+    return session.scalars(
+        select(Delivery).where(Delivery.device_id == device_id, Delivery.occurrence_id == occurrence_id)
+    ).one()
+
+
+def test_a_whole_airing_in_one_batch_applies_in_arrival_order(fleet):
+    result = device_service.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "received", T0), T0),
+            (report("a2", "played", T0 + timedelta(seconds=60), seconds_played=60.0), T0),
+            (report("a1", "playing", T0 + timedelta(seconds=5)), T0),
+            (report("a2", "received", T0 - timedelta(seconds=30)), T0),  # QoS 1 resend, after the final
+            (report("a1", "played", T0 + timedelta(seconds=65), seconds_played=60.0), T0),
+            (report("a1", "playing", T0 + timedelta(seconds=5)), T0),  # resent again: stale
+        ],
+    )
+    fleet.commit()
+    assert (result.applied, result.stale) == (4, 2)
+    a1 = delivery(fleet, "a1")
+    assert (a1.state, a1.received_at, a1.playing_at, a1.finished_at, a1.seconds_played) == (
+        "played", T0, T0 + timedelta(seconds=5), T0 + timedelta(seconds=65), 60.0,
+    )  # fmt: skip
+    # a2's first word was its final report: received_at is that report's time, not the resend's.
+    a2 = delivery(fleet, "a2")
+    assert (a2.state, a2.received_at, a2.playing_at, a2.finished_at) == (
+        "played", T0 + timedelta(seconds=60), None, T0 + timedelta(seconds=60),
+    )  # fmt: skip
+    assert fleet.query(ReportRow).count() == 6  # stale reports are kept raw too
+
+
+def test_only_final_reports_set_seconds_and_error(fleet):
+    device_service.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "playing", T0, seconds_played=0.0, error="warming up"), T0),
+            (report("a2", "failed", T0, seconds_played=2.5, error="amplifier fault"), T0),
+        ],
+    )
+    fleet.commit()
+    a1, a2 = delivery(fleet, "a1"), delivery(fleet, "a2")
+    assert (a1.state, a1.seconds_played, a1.error, a1.finished_at) == ("playing", None, None, None)
+    assert (a2.state, a2.seconds_played, a2.error, a2.finished_at) == ("failed", 2.5, "amplifier fault", T0)
+
+
+def test_no_report_deadline_counts_reports_that_arrived_up_to_it(fleet):
+    device_service.apply_reports(
+        session=fleet, reports=[(report("a3", "received", T0 - timedelta(minutes=5)), T0)]
+    )
+    deadline = T0 + timedelta(minutes=10)
+    device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline)
+    fleet.commit()
+
+    played_at = T0 + timedelta(seconds=60)
+    result = device_service.apply_reports(
+        session=fleet,
+        reports=[
+            # arrived exactly at the deadline: counts
+            (report("a1", "played", played_at, seconds_played=60.0), deadline),
+            # arrived a microsecond after it: too late
+            (report("a2", "played", played_at, seconds_played=60.0), deadline + timedelta(microseconds=1)),
+            # arrived in time but not final: a no_report delivery only takes a final report
+            (report("a3", "playing", T0), deadline - timedelta(minutes=1)),
+        ],
+    )  # fmt: skip
+    fleet.commit()
+    assert (result.applied, result.stale) == (1, 2)
+    a1, a2, a3 = (delivery(fleet, d) for d in ("a1", "a2", "a3"))
+    assert (a1.state, a1.finished_at, a1.received_at, a1.seconds_played) == (
+        "played", T0 + timedelta(seconds=60), T0 + timedelta(seconds=60), 60.0,
+    )  # fmt: skip
+    assert (a2.state, a2.finished_at, a2.received_at) == ("no_report", deadline, None)
+    assert (a3.state, a3.finished_at, a3.received_at) == ("no_report", deadline, T0 - timedelta(minutes=5))
+
+    # Once it has taken a final report, the delivery is final like any other.
+    late = device_service.apply_reports(
+        session=fleet, reports=[(report("a1", "failed", T0, error="x"), deadline - timedelta(minutes=2))]
+    )
+    fleet.commit()
+    assert (late.applied, late.stale) == (0, 1)
+    assert delivery(fleet, "a1").state == "played"
+
+
+def test_a_speakers_local_time_is_stored_as_the_same_instant(fleet):
+    beijing = timezone(timedelta(hours=8))
+    at = datetime(2026, 3, 2, 16, 0, 0, 250000, tzinfo=beijing)  # 08:00:00.25 UTC
+    device_service.apply_reports(session=fleet, reports=[(report("a1", "received", at), T0)])
+    fleet.commit()
+    assert delivery(fleet, "a1").received_at == datetime(2026, 3, 2, 8, 0, 0, 250000, tzinfo=UTC)
+    raw = fleet.scalars(select(ReportRow)).one()
+    assert (raw.reported_at, raw.received_at) == (at, T0)
+
+
+def test_counts_unknowns_and_keeps_raw_rows_only_for_deliveries(fleet):
+    result = device_service.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "received", T0, occurrence_id=OCC + 1), T0),  # a1's other occurrence
+            (report("a2", "received", T0, occurrence_id=OCC + 1), T0),  # not sent to a2
+            (report("ghost", "played", T0), T0),
+            (report("ghost", "received", T0), T0),
+            (report("a1", "received", T0), T0),
+        ],
+    )
+    fleet.commit()
+    assert (result.applied, result.stale, result.unknown_delivery, result.unknown_device) == (2, 0, 1, 2)
+    assert result.unknown_devices == {"ghost"}
+    assert delivery(fleet, "a1", OCC + 1).state == "received" and delivery(fleet, "a1").state == "received"
+    assert sorted(fleet.scalars(select(ReportRow.device_id)).all()) == ["a1", "a1"]
+
+
+def test_deliveries_already_in_the_session_show_the_new_state(fleet):
+    held = delivery(fleet, "a1")
+    assert held.state == "pending"
+    device_service.apply_reports(session=fleet, reports=[(report("a1", "playing", T0), T0)])
+    assert held.state == "playing" and held.playing_at == T0  # same session, no explicit refresh
+
+
+def test_an_overlapping_writer_waits_and_never_moves_a_delivery_back(fleet, session_factory):
+    """Two ingest workers (a shared subscription) with the same deliveries in flight at once."""
+    first = session_factory()
+    device_service.apply_reports(
+        session=first, reports=[(report("a1", "played", T0 + timedelta(seconds=60), seconds_played=60.0), T0)]
+    )  # not committed yet: its locks are held
+
+    outcome: dict[str, object] = {}
+
+    def second_worker() -> None:
+        try:
+            with session_scope(session_factory) as s:
+                outcome["result"] = device_service.apply_reports(
+                    session=s,
+                    reports=[(report("a2", "received", T0), T0), (report("a1", "playing", T0), T0)],
+                )
+        except Exception as exc:  # reported below, in the test's own thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=second_worker)
+    worker.start()
+    worker.join(timeout=0.5)
+    assert worker.is_alive(), "the second writer should wait for the first one's rows"
+    first.commit()
+    first.close()
+    worker.join(timeout=15)
+    assert not worker.is_alive() and "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert (result.applied, result.stale) == (1, 1)  # a1's `playing` came after its `played`
+    assert delivery(fleet, "a1").state == "played" and delivery(fleet, "a2").state == "received"
