@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 }
 # Benchmarks that take a PostgreSQL URL (--database-url) when one is given to the runner.
 TAKES_DATABASE = {"ingest_workers"}
+# Benchmarks run on SQLite, and a second time on PostgreSQL when the runner is given a URL.
+ALSO_ON_POSTGRES = {"dbwrite", "reach"}
 VERDICT = re.compile(r"goal: .*\b(ok|MISSED)\s*$")
 
 
@@ -50,11 +52,16 @@ def main(argv: list[str] | None = None) -> int:
 
     failed: list[str] = []
     summary: list[str] = []
+    runs: list[tuple[str, list[str]]] = []
     for name in args.names or list(BENCHMARKS):
         full, smoke = BENCHMARKS[name]
         cmd = [sys.executable, str(HERE / f"{name}.py"), *(smoke if args.smoke else full)]
         if args.database_url and name in TAKES_DATABASE:
             cmd += ["--database-url", args.database_url]
+        runs.append((name, cmd))
+        if args.database_url and name in ALSO_ON_POSTGRES:
+            runs.append((f"{name}-pg", [*cmd, "--database-url", args.database_url]))
+    for name, cmd in runs:
         print(f"\n##### {name}: {' '.join(cmd[1:])}", flush=True)
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
