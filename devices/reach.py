@@ -57,11 +57,14 @@ def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "town
         v[state] += n
 
     codes = set(per_village)
+    # Columns, not Region objects: building a few hundred ORM objects cost more than the query.
     regions = {
         r.code: r
-        for r in session.scalars(
-            select(Region).where(Region.code.in_(codes | {_level_key(c, level) for c in codes}))
-        ).all()
+        for r in session.execute(
+            select(Region.code, Region.name, Region.level, Region.population).where(
+                Region.code.in_(codes | {_level_key(c, level) for c in codes})
+            )
+        )
     }
 
     by_area: dict[str, dict] = {}

@@ -159,3 +159,21 @@ def test_public_page_lists_only_what_aired_in_the_village(session, scenario):
     ]
     aired = public.aired_in(session=session, village_code=A1, now=after)[1]
     assert aired.text == "一号通知的内容" and aired.aired_at == local(2026, 11, 2, 8, 0)
+
+
+def test_report_from_raw_deliveries_matches_the_rollups_and_writes_nothing(session, scenario):
+    monday = date(2026, 11, 2)
+
+    def raw(area, level):
+        return report_service.period_report(
+            session=session, area_code=area, period=report_service.period_of(kind="week", day=monday),
+            zone=ZONE, level=level, now=local(2026, 11, 10, 12, 0), rollups=False,
+        )  # fmt: skip
+
+    assert raw(COUNTY, None)["rolled_up_days"] == []
+    assert session.query(ReachDaily).count() == 0
+    for area, level in ((COUNTY, None), (COUNTY, "village"), (TOWN_A, None), (A1, None)):
+        rolled = report(session, "week", monday, area=area, level=level)
+        assert "2026-11-02" in rolled["rolled_up_days"] and "2026-11-03" not in rolled["rolled_up_days"]
+        without = {k: v for k, v in raw(area, level).items() if k != "rolled_up_days"}
+        assert {k: v for k, v in rolled.items() if k != "rolled_up_days"} == without
