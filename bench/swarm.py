@@ -16,6 +16,7 @@ audio is decoded. The speaker program itself (devices/agent) is exercised by the
 Driven by a controller over stdin/stdout, one JSON object per line:
 
     {"cmd": "connect", "count": N}         -> {"ev": "connected", "total": .., "seconds": ..}
+        ("subscribe": false: CONNECT/CONNACK only, no subscriptions and no online flag)
     {"cmd": "status", "interval": S}       -> statuses every S seconds, spread evenly
     {"cmd": "burst", "n": N, "topic": T, "bytes": B}
         every one of the first N speakers publishes one QoS 1 message of B bytes to
@@ -40,6 +41,7 @@ import json
 import os
 import queue
 import selectors
+import socket
 import sys
 import threading
 import time
@@ -56,13 +58,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devices import protocol  # noqa: E402
 from devices.signing import SignatureError, Verifier, read_public_keys  # noqa: E402
 
-# Connections opened but not yet subscribed: more overflows the broker's listen backlog, and a
-# dropped SYN costs a one-second retransmit.
-CONNECTS_IN_FLIGHT = 200
+# Connections opened but not yet subscribed. Mosquitto listens with a backlog of 100: more
+# overflows it, and each dropped SYN costs the client a one-second retransmit.
+CONNECTS_IN_FLIGHT = 80
 KEEPALIVE_S = 120
 # paho's keepalive bookkeeping (PINGREQ) for every client runs this often.
 MISC_INTERVAL_S = 5.0
 FIRMWARE = "bench-swarm"
+
+
+# Linux: bind() picks no port, connect() does (from the full 4-tuple space). Without it, bind(port 0)
+# searches the port table, which crawls (~6 ms a socket) while tens of thousands of ports from
+# earlier runs sit in TIME_WAIT.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def connect_from(source: str, host: str, port: int, timeout: float | None = None) -> socket.socket:
+    """A TCP connection to host:port from this loopback source address."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Client(mqtt.Client):
+    """paho's client, connecting from a given loopback address with IP_BIND_ADDRESS_NO_PORT."""
+
+    def _create_socket_connection(self) -> socket.socket:  # paho's hook for opening the socket
+        return connect_from(self._bind_address, self._host, self._port, self._connect_timeout)
 
 
 def source_address(i: int, net: int = 1) -> str:
@@ -102,6 +131,7 @@ class Swarm:
         os.set_blocking(self._wake_r, False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._opened = 0
+        self._subscribe = True
         self.ready = 0
         self._connect_target = 0
         self._connect_started = 0.0
@@ -161,7 +191,7 @@ class Swarm:
     # ------------------------------------------------------------------ MQTT behaviour
 
     def _new_client(self, i: int, speaker: Speaker) -> mqtt.Client:
-        c = mqtt.Client(
+        c = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=speaker.device_id,
             userdata=speaker,
@@ -185,6 +215,9 @@ class Swarm:
         if reason_code.is_failure:
             self.errors.append(f"{speaker.device_id}: CONNACK {reason_code}")
             return
+        if not self._subscribe:
+            self._ready(speaker)
+            return
         topics = protocol.subscriptions(speaker.device_id, speaker.area_code)
         client.subscribe([(t, protocol.QOS_COMMAND) for t in topics])
 
@@ -193,11 +226,15 @@ class Swarm:
             self.errors.append(f"{speaker.device_id}: SUBACK refused")
             return
         if not speaker.ready:
-            speaker.ready = True
-            self.ready += 1
             client.publish(
                 protocol.device_topic(speaker.device_id, "online"), protocol.ONLINE, qos=1, retain=True
             )
+            self._ready(speaker)
+
+    def _ready(self, speaker: Speaker) -> None:
+        if not speaker.ready:
+            speaker.ready = True
+            self.ready += 1
             if self.ready == self._connect_target:
                 self.emit(
                     ev="connected", total=self.ready, seconds=time.monotonic() - self._connect_started,
@@ -299,6 +336,8 @@ class Swarm:
         if name == "connect":
             first = self._connect_target
             self._connect_target = min(len(self.speakers), first + int(cmd["count"]))
+            # without subscriptions (a baseline): ready at CONNACK, no online flag, no will needed
+            self._subscribe = bool(cmd.get("subscribe", True))
             self._connect_started = time.monotonic()
             self._pending_connects = iter(range(first, self._connect_target))
         elif name == "status":

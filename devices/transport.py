@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -171,6 +172,11 @@ class MqttLink:
         if reason_code.is_failure:
             log.error("MQTT broker refused connection: %s", reason_code)
             return
+        sock = client.socket()
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # paho leaves Nagle on: our PUBACKs for a burst of reports would wait for the broker's
+            # delayed ACKs, and the broker's in-flight window with them (docs/scaling.md).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             subs = [(topic, qos) for topic, (_h, qos) in self._handlers.items()]
         if subs:
