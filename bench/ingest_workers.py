@@ -147,12 +147,27 @@ def stored(url: str, occurrences: list[int]) -> tuple[int, int, int]:
         engine.dispose()
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(workers_n: int, occurrences: list[int], n: int, url: str, broker_url: str, swarm, work: Path):
     """Ingest one wave of reports with workers_n workers: (reports/s, seconds, worker counts)."""
     expected = 3 * n * len(occurrences)
     workers = start_workers(workers_n, url, broker_url, work)
     time.sleep(1.0)  # every worker's subscription in place before the wave
     try:
+        busy0, total0 = machine_ticks()
+        cpu0 = [cpu_seconds(w.pid) for w in workers]
         started = time.time()
         swarm.send(cmd="reports", occurrences=occurrences)
         deadline = time.monotonic() + 300
@@ -167,6 +182,8 @@ def run_once(workers_n: int, occurrences: list[int], n: int, url: str, broker_ur
                     break
                 time.sleep(0.01)
         done = time.time()
+        busy1, total1 = machine_ticks()
+        worker_cpu = [cpu_seconds(w.pid) - c for w, c in zip(workers, cpu0, strict=True)]
         engine.dispose()
         swarm.wait("burst", 60)
     finally:
@@ -179,7 +196,8 @@ def run_once(workers_n: int, occurrences: list[int], n: int, url: str, broker_ur
             f"{applied}; expected {expected}, {expected}, {n * len(occurrences)}, {expected}"
         )
     seconds = done - started
-    return expected / seconds, seconds, counts
+    usage = {"machine_busy": (busy1 - busy0) / max(1, total1 - total0), "worker_cpu": worker_cpu}
+    return expected / seconds, seconds, counts, usage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             swarm.connect(len(devices))
             n = len(devices)
             print(f"one worker: {3 * n * m} reports ...", flush=True)
-            one_rate, one_s, one_counts = run_once(1, list(range(1, m + 1)), n, url, broker_url, swarm, work)
+            one_rate, one_s, one_counts, one_use = run_once(
+                1, list(range(1, m + 1)), n, url, broker_url, swarm, work
+            )
             print(f"{args.workers} workers: {3 * n * m} reports ...", flush=True)
-            many_rate, many_s, many_counts = run_once(
+            many_rate, many_s, many_counts, many_use = run_once(
                 args.workers, list(range(m + 1, 2 * m + 1)), n, url, broker_url, swarm, work
             )
         finally:
@@ -244,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         notes=[
             f"one worker {one_s:.2f} s, {args.workers} workers {many_s:.2f} s for {3 * n * m} reports each",
             f"split between the workers: {split} (sum {3 * n * m}); each report stored once (by count)",
-            f"machine: {os.cpu_count()} cores shared by Mosquitto, PostgreSQL, the speakers and the workers",
+            f"machine: {os.cpu_count()} cores shared by Mosquitto, PostgreSQL, the speakers and the workers; "
+            f"busy {one_use['machine_busy']:.0%} with one worker, {many_use['machine_busy']:.0%} with "
+            f"{args.workers}",
+            "worker CPU seconds per 1,000 reports: one worker "
+            f"{sum(one_use['worker_cpu']) / (3 * n * m) * 1000:.3f}, {args.workers} workers "
+            + " + ".join(f"{c / (3 * n * m) * 1000:.3f}" for c in many_use["worker_cpu"]),
         ],
     )
     return 0
