@@ -117,7 +117,9 @@ class SchedulerSettings(_Section):
         le=3 * 24 * 3600,
         description="Publish scheduled airings this long before start_at (when more than lead_time_s), "
         "so speakers hold their programme and air it even if the link drops (断网续播); e.g. 86400 "
-        "keeps the next day's programme on every speaker. 0: only lead_time_s.",
+        "keeps the next day's programme on every speaker. 0: only lead_time_s. Off by default: a "
+        "cancel after dispatch is a stop that speakers offline at that moment miss, and they would "
+        "air the cancelled notice (docs/scheduling.md).",
     )
     report_grace_s: float = Field(
         default=30.0,

@@ -196,6 +196,13 @@ class ReportIngestor:
             log.warning("reports from unknown devices: %s", ", ".join(sorted(result.unknown_devices)[:10]))
         if result.unknown_delivery:
             log.warning("%d reports for occurrences not sent to their device", result.unknown_delivery)
+        if result.revised:
+            # Airings played during an outage, reported after the deadline (devices.service).
+            self.counts["revised"] += sum(result.revised.values())
+            log.info(
+                "late reports changed deliveries after their deadline: %s",
+                ", ".join(f"occurrence {occ}: {n}" for occ, n in result.revised.items()),
+            )
 
 
 @dataclass

@@ -85,6 +85,26 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class DeliverySettlement(Base):
+    """What an occurrence's deadline made of its deliveries, and what late reports changed since.
+
+    At the deadline every delivery without a final report becomes `no_report` (and only then: this
+    row is written with it). A final report that arrives later still counts when the speaker acted
+    by the deadline — an airing it played from its local programme during an outage, reported on
+    reconnect (devices.service.LATE_REPORT_WINDOW_S). `revised` counts those; whatever summarised
+    the occurrence before (the daily reach roll-ups) compares its own time with `revised_at`.
+    """
+
+    __tablename__ = "delivery_settlements"
+
+    # The scheduler's occurrence id; no foreign key, as in Delivery.
+    occurrence_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    settled_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the deadline
+    no_report: Mapped[int] = mapped_column(Integer, default=0)  # deliveries it made no_report
+    revised: Mapped[int] = mapped_column(Integer, default=0)  # of those, changed by a late final report
+    revised_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the latest such change
+
+
 class Report(Base):
     """Every playback report as received, kept raw for audit and later statistics."""
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     case,
     cast,
     column,
+    extract,
     func,
     insert,
     literal_column,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
@@ -45,12 +47,20 @@ from devices.models import (
     FINAL_STATES,
     STATE_RANK,
     Delivery,
+    DeliverySettlement,
     DeliveryState,
     Device,
 )
 from devices.models import (
     Report as ReportRow,
 )
+
+# A final report for a delivery that became `no_report` at the deadline still counts, however late
+# it arrives within this window after the deadline, when the speaker reached that state by the
+# deadline on the server's clock (its own time `at` plus its measured clock offset): an airing it
+# played from its local programme while the link was down (断网续播), reported when the link came
+# back. After the window an occurrence's figures are settled for good (docs/reach.md).
+LATE_REPORT_WINDOW_S = 7 * 24 * 3600.0
 
 
 class DeviceError(ValueError):
@@ -157,13 +167,36 @@ def snapshot_deliveries(*, session: Session, occurrence_id: int, devices: Iterab
 
 
 def finalize_deliveries(*, session: Session, occurrence_id: int, at: datetime) -> int:
-    """Deliveries still without a final report become no_report; return how many."""
+    """Deliveries still without a final report become no_report; return how many.
+
+    The only way a delivery becomes `no_report`: the settlement it records tells the report writer
+    where a late final report may still change one (LATE_REPORT_WINDOW_S).
+    """
     result = session.execute(
         update(Delivery)
         .where(Delivery.occurrence_id == occurrence_id, Delivery.state.not_in(list(FINAL_STATES)))
         .values(state=DeliveryState.no_report, finished_at=at, updated_at=utcnow())
     )
-    return result.rowcount or 0
+    n = result.rowcount or 0
+    if n:
+        statement = _upsert(session)(DeliverySettlement).values(
+            occurrence_id=occurrence_id, settled_at=at, no_report=n, revised=0
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[DeliverySettlement.occurrence_id],
+                set_={
+                    "settled_at": statement.excluded.settled_at,
+                    "no_report": DeliverySettlement.no_report + statement.excluded.no_report,
+                },
+            )
+        )
+    return n
+
+
+def _upsert(session: Session) -> Callable:
+    """INSERT ... ON CONFLICT of this session's database."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def set_online(*, session: Session, device_id: str, online: bool, at: datetime) -> bool:
@@ -187,6 +220,8 @@ class ApplyResult:
     unknown_delivery: int = 0
     stale: int = 0  # reports that would move a delivery backwards or after its final state
     unknown_devices: set[str] = field(default_factory=set)
+    # occurrence id -> its no_report deliveries that final reports changed after the deadline job
+    revised: dict[int, int] = field(default_factory=dict)
 
 
 def apply_reports(*, session: Session, reports: Sequence[tuple[protocol.Report, datetime]]) -> ApplyResult:
@@ -218,12 +253,37 @@ def apply_reports(*, session: Session, reports: Sequence[tuple[protocol.Report, 
                 now,
             )
         )
-    stored, result.applied = writer.write(conn, rows)
+    stored, result.applied, revised = writer.write(conn, rows)
     result.stale = stored - result.applied
     if stored < len(reports):
         _count_unknown(session=session, reports=reports, result=result)
+    if revised:
+        _record_revisions(session, revised)
+        result.revised = dict(sorted(revised.items()))
     _expire_deliveries(session)
     return result
+
+
+def _record_revisions(session: Session, revised: Mapping[int, int]) -> None:
+    """Note which occurrences changed after their deadline, how much, and when (DeliverySettlement)."""
+    at = utcnow()  # after the change, so a roll-up that began before it is seen to be older
+    # The settlement row exists (finalize_deliveries wrote it) but for deliveries settled before
+    # migration 0007: then this one starts the record.
+    statement = _upsert(session)(DeliverySettlement).values(
+        [
+            {"occurrence_id": occ, "settled_at": at, "no_report": n, "revised": n, "revised_at": at}
+            for occ, n in sorted(revised.items())  # in key order, as the deliveries are locked
+        ]
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[DeliverySettlement.occurrence_id],
+            set_={
+                "revised": DeliverySettlement.revised + statement.excluded.revised,
+                "revised_at": statement.excluded.revised_at,
+            },
+        )
+    )
 
 
 def _count_unknown(
@@ -298,22 +358,36 @@ _RAW_COLUMNS = (
     "error",
 )
 _STEP_COLUMNS = ("state", "rank", "reported_at", "received_at", "final_seconds", "final_error")
+_RANK_AT = list(_FIELDS).index("rank")
 
 
 def _sql_literal(value: str | int) -> ColumnElement:
     return literal_column(f"'{value}'" if isinstance(value, str) else str(value))
 
 
-def _advance_statement(src: Mapping[str, ColumnElement], match: ColumnElement[bool]) -> Update:
+def _seconds(dialect_name: str, later: ColumnElement, earlier: ColumnElement) -> ColumnElement[float]:
+    """later - earlier, in seconds, in this database's own date arithmetic."""
+    if dialect_name == "postgresql":
+        return extract("epoch", later - earlier)
+    # SQLite keeps times as text; julianday reads it (to the millisecond).
+    return (func.julianday(later) - func.julianday(earlier)) * literal_column("86400.0")
+
+
+def _advance_statement(
+    src: Mapping[str, ColumnElement], match: ColumnElement[bool], dialect_name: str
+) -> Update:
     """UPDATE of deliveries (those `match` picks) by reports, each taking effect only as the rules allow.
 
-    A delivery moves only to a higher state rank. A `no_report` delivery (finalised at the deadline)
-    still takes a final report that reached us no later than its `finished_at`: it may have been
-    waiting in an ingest batch when the deadline job ran. `received` sets `received_at` (so does
-    any report while it is still empty), `playing` sets `playing_at`, a final report sets
+    A delivery moves only to a higher state rank. A `no_report` delivery (finalised at the deadline,
+    its `finished_at`) still takes a final report that reached us by the deadline — it may have been
+    waiting in an ingest batch when the deadline job ran — or, up to LATE_REPORT_WINDOW_S after it,
+    one whose speaker reached that state by the deadline on our clock: its `at` plus the clock offset
+    it last reported (server minus speaker; none measured counts as 0). `received` sets `received_at`
+    (so does any report while it is still empty), `playing` sets `playing_at`, a final report sets
     `finished_at`, `seconds_played` and `error`. The rules sit in the WHERE clause, evaluated on the
     row as it is when the update runs, so nothing moves a delivery backwards, not even a row another
-    transaction changed since this batch began.
+    transaction changed since this batch began. The `no_report` tests (the device lookup, the date
+    arithmetic) only run for a final report on a `no_report` delivery.
     """
     t = _DELIVERIES
     rank, at = src["rank"], src["reported_at"]
@@ -326,12 +400,25 @@ def _advance_statement(src: Mapping[str, ColumnElement], match: ColumnElement[bo
         else_=_sql_literal(FINAL_RANK),
     )
     final = rank == _sql_literal(FINAL_RANK)
+    devices = Device.__table__
+    clock_offset = func.coalesce(
+        select(devices.c.clock_offset_s).where(devices.c.id == t.c.device_id).scalar_subquery(),
+        literal_column("0.0"),
+    )
+    arrived = src["received_at"]
     forward = or_(
         current_rank < rank,
         and_(
             t.c.state == _sql_literal(DeliveryState.no_report.value),
             final,
-            t.c.finished_at >= src["received_at"],
+            or_(
+                t.c.finished_at >= arrived,
+                and_(
+                    _seconds(dialect_name, arrived, t.c.finished_at)
+                    <= literal_column(str(LATE_REPORT_WINDOW_S)),
+                    _seconds(dialect_name, t.c.finished_at, at) >= clock_offset,
+                ),
+            ),
         ),
     )
     return (
@@ -381,25 +468,77 @@ class _RowByRow:
             list(_RAW_COLUMNS), select(*(src[name] for name in _RAW_COLUMNS)).where(delivered)
         )
         self._store, self._store_params = self._compile(store, dialect)
-        self._advance, self._advance_params = self._compile(_advance_statement(src, match), dialect)
+        self._advance, self._advance_params = self._compile(
+            _advance_statement(src, match, dialect.name), dialect
+        )
 
     @staticmethod
     def _compile(statement: Executable, dialect: Dialect) -> tuple[str, Callable[[list[tuple]], list]]:
         compiled = statement.compile(dialect=dialect)
+        fields = list(_FIELDS)
         names = list(compiled.positiontup or ()) if dialect.positional else list(compiled.params)
-        pick = itemgetter(*(list(_FIELDS).index(name) for name in names))
+        parts = compiled.string.split("?")
+        if dialect.paramstyle == "qmark" and len(parts) == len(names) + 1:
+            # SQLite's numbered parameters, ?N for the N-th field of a batch row: a value the
+            # statement uses several times (rank seven times, reported_at four) is bound once, and
+            # rows that hold every field up to the last one used go to the driver as they are.
+            sql = parts[0] + "".join(
+                f"?{fields.index(name) + 1}{part}" for name, part in zip(names, parts[1:], strict=True)
+            )
+            used = max(fields.index(name) for name in names) + 1
+            if used == len(fields):
+                return sql, lambda rows: rows
+            return sql, lambda rows: [row[:used] for row in rows]
+        pick = itemgetter(*(fields.index(name) for name in names))
         if dialect.positional:
             return compiled.string, lambda rows: [pick(row) for row in rows]
         return compiled.string, lambda rows: [dict(zip(names, pick(row), strict=True)) for row in rows]
 
-    def write(self, conn: Connection, rows: list[tuple]) -> tuple[int, int]:
-        """Store the raw reports and advance their deliveries; return (stored, applied)."""
+    def write(self, conn: Connection, rows: list[tuple]) -> tuple[int, int, Counter[int]]:
+        """Store the raw reports and advance their deliveries; return (stored, applied, revised)."""
+        # The INSERT takes SQLite's write lock: nothing changes the deliveries until we commit.
         stored = conn.exec_driver_sql(self._store, self._store_params(rows)).rowcount
+        # Only occurrences whose deadline left no_report deliveries can see one change: a lookup in
+        # a small table, then the exact keys of those occurrences' final reports only.
+        occurrences = {row[0] for row in rows if row[_RANK_AT] == FINAL_RANK}
+        settled = _unsettled(conn, occurrences) if occurrences else set()
+        finals = {row[:2] for row in rows if row[0] in settled and row[_RANK_AT] == FINAL_RANK}
+        waiting = _keys_in(conn, finals, no_report=True) if finals else set()
         # A delivery's reports in arrival order (the sort is stable), so several in one batch apply
         # as they would one by one; deliveries in key order, so writers lock rows in one order.
         ordered = sorted(rows, key=itemgetter(0, 1))
         applied = conn.exec_driver_sql(self._advance, self._advance_params(ordered)).rowcount
-        return stored, applied
+        revised = (
+            Counter(occ for occ, _ in _keys_in(conn, waiting, no_report=False)) if waiting else Counter()
+        )
+        return stored, applied, revised
+
+
+def _unsettled(conn: Connection, occurrence_ids: set[int]) -> set[int]:
+    """Those occurrences with no_report deliveries that no late report has changed yet."""
+    s = DeliverySettlement.__table__
+    return set(
+        conn.scalars(
+            select(s.c.occurrence_id).where(
+                s.c.occurrence_id.in_(occurrence_ids), s.c.no_report > s.c.revised
+            )
+        )
+    )
+
+
+def _keys_in(conn: Connection, keys: set[tuple[int, str]], *, no_report: bool) -> set[tuple[int, str]]:
+    """Those of the (occurrence id, device id) keys whose delivery is `no_report` (or is not)."""
+    t = _DELIVERIES
+    state = t.c.state == DeliveryState.no_report if no_report else t.c.state != DeliveryState.no_report
+    # Few occurrences per batch: occurrences x devices probes of the unique index, then the exact keys.
+    found = conn.execute(
+        select(t.c.occurrence_id, t.c.device_id).where(
+            t.c.occurrence_id.in_({occ for occ, _ in keys}),
+            t.c.device_id.in_({dev for _, dev in keys}),
+            state,
+        )
+    )
+    return {(occ, dev) for occ, dev in found if (occ, dev) in keys}
 
 
 def _unnest(*columns: tuple[str, TypeEngine]) -> TableValuedAlias:
@@ -428,7 +567,7 @@ class _Arrays:
         # Row locks taken in key order up front: concurrent writers (ingest workers on a shared
         # subscription) whose batches touch the same deliveries wait for each other, never deadlock.
         lock = (
-            select(t.c.occurrence_id, t.c.device_id, t.c.id)
+            select(t.c.occurrence_id, t.c.device_id, t.c.id, t.c.state)
             .join(keys, and_(t.c.occurrence_id == keys.c.occurrence_id, t.c.device_id == keys.c.device_id))
             .order_by(t.c.occurrence_id, t.c.device_id)
             .with_for_update(of=t)
@@ -436,7 +575,7 @@ class _Arrays:
         raw = _unnest(*((name, _FIELDS[name]) for name in _RAW_COLUMNS))
         store = insert(_REPORTS).from_select(list(_RAW_COLUMNS), select(*raw.c))
         steps = _unnest(("id", Integer()), *((name, _FIELDS[name]) for name in _STEP_COLUMNS))
-        advance = _advance_statement(steps.c, t.c.id == steps.c.id)
+        advance = _advance_statement(steps.c, t.c.id == steps.c.id, dialect.name)
         self._lock, self._store, self._advance = (
             self._binary(str(s.compile(dialect=dialect)), dialect) for s in (lock, store, advance)
         )
@@ -449,18 +588,22 @@ class _Arrays:
         # faster that way than as text.
         return re.sub(r"%\((\w+)\)s", r"%(\1)b", sql) if dialect.driver == "psycopg" else sql
 
-    def write(self, conn: Connection, rows: list[tuple]) -> tuple[int, int]:
-        """Store the raw reports and advance their deliveries; return (stored, applied)."""
+    def write(self, conn: Connection, rows: list[tuple]) -> tuple[int, int, Counter[int]]:
+        """Store the raw reports and advance their deliveries; return (stored, applied, revised)."""
         keys = sorted({row[:2] for row in rows})
-        ids = {
-            (occurrence_id, device_id): delivery_id
-            for occurrence_id, device_id, delivery_id in conn.exec_driver_sql(
-                self._lock, {"occurrence_id": [k[0] for k in keys], "device_id": [k[1] for k in keys]}
-            ).all()
-        }
+        ids: dict[tuple[int, str], int] = {}
+        no_report: set[tuple[int, str]] = set()
+        for occurrence_id, device_id, delivery_id, state in conn.exec_driver_sql(
+            self._lock, {"occurrence_id": [k[0] for k in keys], "device_id": [k[1] for k in keys]}
+        ).all():
+            ids[(occurrence_id, device_id)] = delivery_id
+            if state == DeliveryState.no_report.value:
+                no_report.add((occurrence_id, device_id))
         kept = [row for row in rows if row[:2] in ids]
         if not kept:
-            return 0, 0
+            return 0, 0, Counter()
+        # Rows locked: `no_report` ones that get a final report below are revised if they change.
+        waiting = {ids[row[:2]] for row in kept if row[:2] in no_report and row[_RANK_AT] == FINAL_RANK}
         conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, [self._raw(row) for row in kept]))
         # One UPDATE changes a row at most once: step k takes each delivery's k-th report of the
         # batch, so a delivery's reports apply in arrival order, as they would one by one.
@@ -477,7 +620,15 @@ class _Arrays:
             params = _as_arrays(("id", *_STEP_COLUMNS), step)
             params["now"] = rows[0][-1]
             applied += conn.exec_driver_sql(self._advance, params).rowcount
-        return len(kept), applied
+        revised: Counter[int] = Counter()
+        if waiting:
+            t = _DELIVERIES
+            revised.update(
+                conn.scalars(
+                    select(t.c.occurrence_id).where(t.c.id.in_(waiting), t.c.state != DeliveryState.no_report)
+                )
+            )
+        return len(kept), applied, revised
 
 
 _writers: dict[tuple[str, str, str], _RowByRow | _Arrays] = {}

@@ -33,7 +33,7 @@ READY_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class SpeakerSpec:
-    """One simulated speaker: its id, its area and how it behaves (ok, fail, silent)."""
+    """One simulated speaker: its id, its area and how it behaves (speaker.BEHAVIOURS)."""
 
     device_id: str
     area_code: str

@@ -7,7 +7,9 @@ its speakers played anything in the period (and once in `population_targeted` if
 An occurrence belongs to the local day (scheduler time zone) on which it started. A day is rolled
 up (its rows written to `reach_daily`) once it has ended and every occurrence that started on it is
 final; until then its figures are computed from the raw deliveries on every request. Roll-ups are
-made lazily, by the first report that covers the day (`ensure_rollups`).
+made lazily, by the first report that covers the day (`ensure_rollups`), and made again when a
+delivery of the day changed after its roll-up: a speaker's late report of an airing it played
+during an outage (devices.models.DeliverySettlement, docs/reach.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session
 from core import regions
 from core.clock import utcnow
 from core.models import Region, RegionLevel
-from devices.models import Delivery, DeliveryState
+from devices.models import Delivery, DeliverySettlement, DeliveryState
 from reports.models import ReachDaily, ReachDay
 from scheduler.models import Occurrence, OccurrenceStatus
 
@@ -127,6 +129,8 @@ def closable(*, session: Session, day: date, zone: ZoneInfo, now: datetime | Non
 
 def rollup_day(*, session: Session, day: date, zone: ZoneInfo) -> int:
     """Write (or rewrite) the roll-up rows of one local day; return how many areas it has."""
+    # Taken before the deliveries are read: a revision recorded after this is newer than the roll-up.
+    started = utcnow()
     start, end = day_bounds(day, zone)
     rows = _aggregate(session, start, end, "")
     session.execute(delete(ReachDaily).where(ReachDaily.day == day))
@@ -140,9 +144,9 @@ def rollup_day(*, session: Session, day: date, zone: ZoneInfo) -> int:
         )
     marker = session.get(ReachDay, day)
     if marker is None:
-        session.add(ReachDay(day=day, zone=zone.key, rolled_up_at=utcnow()))
+        session.add(ReachDay(day=day, zone=zone.key, rolled_up_at=started))
     else:
-        marker.zone, marker.rolled_up_at = zone.key, utcnow()
+        marker.zone, marker.rolled_up_at = zone.key, started
     session.flush()
     log.info("rolled up reach of %s (%s): %d areas", day, zone.key, len(rows))
     return len(rows)
@@ -151,16 +155,53 @@ def rollup_day(*, session: Session, day: date, zone: ZoneInfo) -> int:
 def ensure_rollups(
     *, session: Session, days: list[date], zone: ZoneInfo, now: datetime | None = None
 ) -> list[date]:
-    """Roll up every day of `days` that is closable and not rolled up yet (in this zone)."""
-    done = set(
-        session.scalars(select(ReachDay.day).where(ReachDay.day.in_(days), ReachDay.zone == zone.key)).all()
+    """Roll up every day of `days` that is closable and not rolled up yet (in this zone), or whose
+    deliveries changed since its roll-up; return the days rolled up."""
+    done: dict[date, datetime] = dict(
+        session.execute(
+            select(ReachDay.day, ReachDay.rolled_up_at).where(
+                ReachDay.day.in_(days), ReachDay.zone == zone.key
+            )
+        ).all()
     )
+    revised = _revised_since_rollup(session, done, zone)
     made = []
     for day in days:
-        if day not in done and closable(session=session, day=day, zone=zone, now=now):
+        if day in done and day not in revised:
+            continue
+        if closable(session=session, day=day, zone=zone, now=now):
             rollup_day(session=session, day=day, zone=zone)
             made.append(day)
+        elif day in revised:
+            # Rolled up before its time (by hand, or a clock ahead): raw figures until it closes.
+            session.execute(delete(ReachDaily).where(ReachDaily.day == day))
+            session.execute(delete(ReachDay).where(ReachDay.day == day))
+            log.info("dropped the roll-up of %s (%s): deliveries changed, day not closed", day, zone.key)
     return made
+
+
+def _revised_since_rollup(session: Session, rolled: dict[date, datetime], zone: ZoneInfo) -> set[date]:
+    """The rolled-up days with an occurrence whose deliveries changed at or after the roll-up."""
+    if not rolled:
+        return set()
+    first, _ = day_bounds(min(rolled), zone)
+    _, last = day_bounds(max(rolled), zone)
+    stale = set()
+    for start_at, revised_at in session.execute(
+        select(Occurrence.start_at, DeliverySettlement.revised_at)
+        .join(Occurrence, Occurrence.id == DeliverySettlement.occurrence_id)
+        .where(
+            DeliverySettlement.revised_at.is_not(None),
+            Occurrence.start_at >= first,
+            Occurrence.start_at < last,
+        )
+    ):
+        day = start_at.astimezone(zone).date()
+        if day in rolled and revised_at >= rolled[day]:
+            stale.add(day)
+    if stale:
+        log.info("reach of %s changed after the roll-up (late reports)", ", ".join(map(str, sorted(stale))))
+    return stale
 
 
 def _level_key(code: str, level: str) -> str:

@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cert-file", help="TLS: client certificate, when the broker requires one")
     parser.add_argument("--key-file", help="TLS: the client certificate's private key")
     parser.add_argument(
-        "--behaviour", choices=BEHAVIOURS, default="ok", help="simulation: ok, fail or silent"
+        "--behaviour",
+        choices=BEHAVIOURS,
+        default="ok",
+        help="simulation: ok; fail (every playback and test tone fails); silent (hung: connected but "
+        "ignores commands, sends no status or report); flaky (the link drops every ~20 s for 8 s); "
+        "drift (the clock runs 2 minutes fast). Default ok",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return parser

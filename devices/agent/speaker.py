@@ -90,8 +90,9 @@ STOPPED_BY_SERVER = "stopped by server"
 SIMULATED_FAILURE = "simulated playback failure"
 FINAL_STATES: frozenset[str] = frozenset({"played", "failed", "skipped", "preempted"})
 
-# ok; fail (every playback fails); silent (ignores commands); flaky (the link drops now and then);
-# drift (the clock runs SIM_DRIFT_S ahead).
+# ok; fail (every playback and test tone fails); silent (a hung program: connected, online = 1, but
+# ignores commands and publishes no status or report, so the fleet counts it "silent"); flaky (the
+# link drops now and then); drift (the clock runs SIM_DRIFT_S ahead).
 Behaviour = Literal["ok", "fail", "silent", "flaky", "drift"]
 BEHAVIOURS: tuple[str, ...] = ("ok", "fail", "silent", "flaky", "drift")
 
@@ -354,10 +355,9 @@ class Speaker:
                     raise aiomqtt.MqttError(f"broker refused subscriptions: {refused}")
                 online = protocol.device_topic(self.device_id, "online")
                 await client.publish(online, protocol.ONLINE, qos=1, retain=True)
-                helpers = [
-                    asyncio.create_task(self._publish_outbox(client)),
-                    asyncio.create_task(self._heartbeat(client)),
-                ]
+                helpers = [asyncio.create_task(self._publish_outbox(client))]
+                if self.behaviour != "silent":  # a hung program says nothing more
+                    helpers.append(asyncio.create_task(self._heartbeat(client)))
                 self._last_session_ready = True
                 self.counters["sessions_ready"] += 1
                 self.ready.set()

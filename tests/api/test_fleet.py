@@ -8,20 +8,25 @@ agent code (null player), espeak-ng for the programme's speech.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import aiomqtt
 import pytest
 
 from core import users
 from core.db import make_engine, make_session_factory, session_scope
 from core.models import Role
 from devices import keys as device_keys
+from devices import protocol, simulate, transport
 from devices import service as device_service
-from devices import simulate, transport
 from devices.agent import speaker as speaker_module
+from devices.signing import DOMAIN, Signer, b64url, canonical, key_id
+from reports import service as report_service
 from tests.api.conftest import ADMIN, LUCHENG, make_settings, seed
 from tests.fixtures_mqtt import MosquittoProcess
 from tests.live import LiveServer, free_port
@@ -264,3 +269,169 @@ def test_link_cut_mid_programme_speakers_air_and_report_later(tmp_path, sqlite_u
                 assert item["seconds_played"] == spoken.seconds_played
     finally:
         broker.stop()
+
+
+def test_outage_past_the_deadline_late_reports_count_and_roll_ups_follow(
+    tmp_path, sqlite_url, monkeypatch
+) -> None:
+    """The broker stays down past the airing's deadline: the server settles every delivery
+    `no_report` (and a roll-up of the day says so), the speakers air on time anyway, and once the
+    broker is back their late reports, made before the deadline by their own clocks, turn the
+    figures into `played` — the roll-up of the day included."""
+    monkeypatch.setattr(transport, "RECONNECT_MIN_S", 1)
+    monkeypatch.setattr(transport, "RECONNECT_MAX_S", 2)
+    devices = {f"late-{n}": VILLAGE if n <= 2 else NEIGHBOUR for n in range(1, 4)}
+    seed(sqlite_url)
+    _register(sqlite_url, devices)
+    broker = MosquittoProcess(tmp_path).start()
+    port = free_port()
+    # deadline = start + late start 1 s + the audio (about 2 s) + grace 1 s
+    settings = make_settings(
+        tmp_path, sqlite_url, broker.url, port, lead_time_s=4.0, late_start_s=1.0, report_grace_s=1.0
+    )
+    settings = settings.model_copy(
+        update={"tts": settings.tts.model_copy(update={"engine": "espeak", "fallback": []})}
+    )
+    zone = ZoneInfo(settings.scheduler.timezone)
+    engine = make_engine(sqlite_url)
+    factory = make_session_factory(engine)
+    specs = [simulate.SpeakerSpec(device_id=d, area_code=a) for d, a in devices.items()]
+    try:
+        with (
+            LiveServer(settings, port) as server,
+            KeyedSpeakers(specs, broker.url, settings.data_dir, tmp_path / "speakers") as sp,
+            server.client(server.login(*ADMIN)) as c,
+        ):
+            start = datetime.now(UTC) + timedelta(seconds=6)
+            r = c.post(
+                "/api/v1/broadcasts",
+                json={
+                    "title": "停水通知",
+                    "text": "明天停水。",
+                    "areas": [LUCHENG],
+                    "start_at": start.isoformat(),
+                },
+            )
+            assert r.status_code == 201, r.text
+            bid, occ = r.json()["id"], r.json()["occurrences"][0]["id"]
+
+            def reach() -> dict:
+                return c.get(f"/api/v1/broadcasts/{bid}/reach").json()
+
+            _wait(lambda: reach()["received"] == 3, 15, "the programme on every speaker")
+            broker.stop()
+            _wait(lambda: sp.sim.finished(occ) == 3, 30, "airings during the outage")
+            outcomes = {d: s.outcomes[occ] for d, s in sp.sim.speakers.items()}
+            assert {o.state for o in outcomes.values()} == {"played"}
+            settled = _wait(lambda: (x := reach())["final"] and x, 20, "the deadline")
+            assert (settled["played"], settled["no_report"]) == (0, 3)
+            deadline = datetime.fromisoformat(
+                c.get(f"/api/v1/broadcasts/{bid}/occurrences").json()["items"][0]["deadline_at"]
+            )
+            assert datetime.now(UTC) > deadline and all(o.at <= deadline for o in outcomes.values())
+            assert all(not s.ready.is_set() for s in sp.sim.speakers.values())  # still cut off
+
+            # The day is rolled up as it would be once it has ended (the nightly figures).
+            day = start.astimezone(zone).date()
+            after_day = report_service.day_bounds(day, zone)[1] + timedelta(minutes=1)
+
+            def day_figures(now: datetime | None) -> tuple:
+                if now is None:  # what the console and the API show
+                    got = c.get("/api/v1/reports/reach", params={"area": LUCHENG, "date": day.isoformat()})
+                    figures = got.json()
+                else:
+                    period = report_service.period_of(kind="day", day=day)
+                    with session_scope(factory) as s:
+                        figures = report_service.period_report(
+                            session=s, area_code=LUCHENG, period=period, zone=zone, now=now
+                        )
+                return figures["targeted"], figures["played"], figures["no_report"], figures["rolled_up_days"]
+
+            assert day_figures(after_day) == (3, 0, 3, [day.isoformat()])
+            assert day_figures(None) == (3, 0, 3, [day.isoformat()])  # read from the roll-up
+
+            broker = MosquittoProcess(tmp_path, port=broker.port).start()
+            back = _wait(lambda: (x := reach())["played"] == 3 and x, 40, "late reports after reconnect")
+            assert (back["targeted"], back["played"], back["no_report"], back["final"]) == (3, 3, 0, True)
+            for item in c.get(f"/api/v1/broadcasts/{bid}/deliveries").json()["items"]:
+                spoken = outcomes[item["device_id"]]
+                finished = datetime.fromisoformat(item["finished_at"].replace("Z", "+00:00"))
+                assert item["state"] == "played" and abs((finished - spoken.at).total_seconds()) < 0.001
+            assert server.services.ingestor.counts["revised"] == 3
+
+            # The rolled-up day follows: rolled up again with the late reports, on both paths.
+            assert day_figures(after_day) == (3, 3, 0, [day.isoformat()])
+            assert day_figures(None) == (3, 3, 0, [day.isoformat()])
+    finally:
+        broker.stop()
+        engine.dispose()
+
+
+def test_forged_commands_on_the_broker_are_refused_and_raise_an_alarm(
+    tmp_path, sqlite_url, embedded_broker_url
+) -> None:
+    """Someone on the broker publishes commands to a speaker's own topic: unsigned, and signed with a
+    forger's key under the server's key id. The speaker obeys neither; the server records the
+    refusals from its status and raises a `rejected_commands` alarm naming the last reason, which
+    clears once no refusal came for the quiet period (the offline threshold). A hung speaker
+    (online, no status) shows up as `silent` in the same fleet view."""
+    devices = {"fc-1": VILLAGE, "fc-2": VILLAGE}
+    seed(sqlite_url)
+    _register(sqlite_url, devices)
+    specs = [
+        simulate.SpeakerSpec(device_id="fc-1", area_code=VILLAGE),
+        simulate.SpeakerSpec(device_id="fc-2", area_code=VILLAGE, behaviour="silent"),
+    ]
+    port = free_port()
+    settings = make_settings(tmp_path, sqlite_url, embedded_broker_url, port)
+    quiet_s = 3.0
+    settings = settings.model_copy(
+        update={"devices": settings.devices.model_copy(
+            update={"monitor_interval_s": 0.3, "offline_alarm_s": quiet_s, "sync_interval_s": 0}
+        )}
+    )  # fmt: skip
+    topic = protocol.device_topic("fc-1", "cmd")
+    address = speaker_module.parse_broker_url(embedded_broker_url)
+    with (
+        LiveServer(settings, port) as server,
+        KeyedSpeakers(specs, embedded_broker_url, settings.data_dir, tmp_path / "speakers") as sp,
+        server.client(server.login(*OPERATOR)) as op,
+    ):
+        _wait(lambda: op.get("/api/v1/devices/fc-1").json()["volume"] == 80, 10, "fc-1's first status")
+        health = op.get("/api/v1/devices/health", params={"area": LUCHENG}).json()
+        village = next(line for line in health["children"] if line["code"] == VILLAGE)
+        assert (village["online"], village["silent"]) == (2, 1)  # fc-2 is up but says nothing
+
+        now = datetime.now(UTC)
+        forged = protocol.SetVolumeCommand(volume=100, issued_at=now, expires_at=now + timedelta(minutes=5))
+        unsigned = protocol.encode(forged)
+        server_key = key_id(device_keys.load(settings.data_dir).trusted()[0][1])
+        message = json.loads(unsigned) | {"cmd_id": "forged-" + "0" * 24, "to": [topic], "key_id": server_key}
+        message["sig"] = b64url(Signer.generate().private_key.sign(DOMAIN + canonical(message)))
+
+        async def forge() -> None:
+            async with aiomqtt.Client(address.host, address.port, identifier="forger") as forger:
+                for payload in (unsigned, json.dumps(message).encode()):
+                    await forger.publish(topic, payload, qos=1)
+
+        asyncio.run(forge())
+
+        def alarms(**params) -> list:
+            items = op.get("/api/v1/devices/alarms", params={"area": VILLAGE, **params}).json()["items"]
+            return [a for a in items if a["kind"] == "rejected_commands"]
+
+        alarm = _wait(
+            lambda: [a for a in alarms(active=True) if a["detail"].startswith("2 refused")], 10, "the alarm"
+        )[0]
+        assert alarm["device_id"] == "fc-1" and "bad_signature" in alarm["detail"]
+        fc1 = op.get("/api/v1/devices/fc-1").json()
+        assert fc1["rejected_total"] == 2 and "bad_signature: " in fc1["last_rejection"]
+        assert fc1["volume"] == 80 and sp.sim.speakers["fc-1"].volume == 80  # nothing obeyed
+        assert dict(sp.sim.speakers["fc-1"].rejected) == {"unsigned": 1, "bad_signature": 1}
+
+        cleared = _wait(
+            lambda: [a for a in alarms(active=False) if a["id"] == alarm["id"]], quiet_s + 10, "the all-clear"
+        )[0]
+        raised_at = datetime.fromisoformat(cleared["raised_at"])
+        assert datetime.fromisoformat(cleared["cleared_at"]) - raised_at >= timedelta(seconds=quiet_s - 1)
+        assert alarms(active=True) == []

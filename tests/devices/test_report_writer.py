@@ -12,7 +12,7 @@ from core.db import session_scope
 from core.models import Region, RegionLevel
 from devices import protocol
 from devices import service as device_service
-from devices.models import Delivery
+from devices.models import Delivery, DeliverySettlement, Device
 from devices.models import Report as ReportRow
 
 OCC = 11
@@ -105,23 +105,26 @@ def test_no_report_deadline_counts_reports_that_arrived_up_to_it(fleet):
     device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline)
     fleet.commit()
 
-    played_at = T0 + timedelta(seconds=60)
     result = device_service.apply_reports(
         session=fleet,
         reports=[
-            # arrived exactly at the deadline: counts
-            (report("a1", "played", played_at, seconds_played=60.0), deadline),
-            # arrived a microsecond after it: too late
-            (report("a2", "played", played_at, seconds_played=60.0), deadline + timedelta(microseconds=1)),
+            # arrived exactly at the deadline: counts, whatever the speaker's clock says
+            (report("a1", "played", deadline + timedelta(seconds=30), seconds_played=60.0), deadline),
+            # arrived a microsecond after it, and the speaker says it finished after it: too late
+            (
+                report("a2", "played", deadline + timedelta(seconds=1), seconds_played=60.0),
+                deadline + timedelta(microseconds=1),
+            ),
             # arrived in time but not final: a no_report delivery only takes a final report
             (report("a3", "playing", T0), deadline - timedelta(minutes=1)),
         ],
     )  # fmt: skip
     fleet.commit()
     assert (result.applied, result.stale) == (1, 2)
+    assert result.revised == {OCC: 1}  # a1 changed after the deadline job had settled it
     a1, a2, a3 = (delivery(fleet, d) for d in ("a1", "a2", "a3"))
     assert (a1.state, a1.finished_at, a1.received_at, a1.seconds_played) == (
-        "played", T0 + timedelta(seconds=60), T0 + timedelta(seconds=60), 60.0,
+        "played", deadline + timedelta(seconds=30), deadline + timedelta(seconds=30), 60.0,
     )  # fmt: skip
     assert (a2.state, a2.finished_at, a2.received_at) == ("no_report", deadline, None)
     assert (a3.state, a3.finished_at, a3.received_at) == ("no_report", deadline, T0 - timedelta(minutes=5))
@@ -133,6 +136,73 @@ def test_no_report_deadline_counts_reports_that_arrived_up_to_it(fleet):
     fleet.commit()
     assert (late.applied, late.stale) == (0, 1)
     assert delivery(fleet, "a1").state == "played"
+
+
+def test_an_airing_played_during_an_outage_counts_when_reported_days_later(fleet):
+    """断网续播: a speaker cut off past the deadline plays from its local programme and reports on
+    reconnect; its own time (corrected by its measured clock offset) decides, not the arrival."""
+    deadline = T0 + timedelta(minutes=10)
+    fleet.get(Device, "a2").clock_offset_s = 700.0  # 11:40 slow: its T0+60 s was our T0+12:40
+    fleet.get(Device, "a3").clock_offset_s = -120.0  # 2 min fast: its deadline+60 s was our deadline-60 s
+    device_service.apply_reports(
+        session=fleet, reports=[(report("a1", "received", T0 - timedelta(minutes=1)), T0)]
+    )
+    assert device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline) == 3
+    fleet.commit()
+
+    back = deadline + timedelta(days=3)  # the link came back three days later
+    result = device_service.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "playing", T0), back),  # not final: stays no_report
+            (report("a1", "played", T0 + timedelta(seconds=60), seconds_played=60.0), back),
+            (report("a2", "played", T0 + timedelta(seconds=60), seconds_played=60.0), back),
+            (report("a3", "failed", deadline + timedelta(seconds=60), error="amplifier fault"), back),
+            (report("a1", "played", T0 + timedelta(seconds=60), seconds_played=60.0), back),  # resent
+        ],
+    )
+    fleet.commit()
+    assert (result.applied, result.stale) == (2, 3)
+    assert result.revised == {OCC: 2}
+    a1, a2, a3 = (delivery(fleet, d) for d in ("a1", "a2", "a3"))
+    assert (a1.state, a1.finished_at, a1.seconds_played, a1.playing_at) == (
+        "played", T0 + timedelta(seconds=60), 60.0, None,
+    )  # fmt: skip
+    assert (a2.state, a2.finished_at) == ("no_report", deadline)  # clearly late on our clock
+    assert (a3.state, a3.error) == ("failed", "amplifier fault")
+    revision = fleet.get(DeliverySettlement, OCC)
+    assert (revision.settled_at, revision.no_report, revision.revised) == (deadline, 3, 2)
+    assert revision.revised_at > deadline
+
+    # A revision of another delivery of the occurrence later on adds to the record.
+    fleet.get(Device, "a2").clock_offset_s = 0.0
+    again = device_service.apply_reports(
+        session=fleet,
+        reports=[(report("a2", "played", T0 + timedelta(seconds=61), seconds_played=60.0), back)],
+    )
+    fleet.commit()
+    assert again.revised == {OCC: 1} and delivery(fleet, "a2").state == "played"
+    fleet.expire_all()
+    later = fleet.get(DeliverySettlement, OCC)
+    assert later.revised == 3 and later.revised_at >= revision.revised_at
+
+
+def test_late_reports_count_only_within_the_window(fleet):
+    deadline = T0 + timedelta(minutes=10)
+    device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline)
+    fleet.commit()
+    window = timedelta(seconds=device_service.LATE_REPORT_WINDOW_S)
+    at = T0 + timedelta(seconds=60)
+    result = device_service.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "played", at, seconds_played=60.0), deadline + window - timedelta(minutes=1)),
+            (report("a2", "played", at, seconds_played=60.0), deadline + window + timedelta(minutes=1)),
+        ],
+    )
+    fleet.commit()
+    assert (result.applied, result.stale, result.revised) == (1, 1, {OCC: 1})
+    assert (delivery(fleet, "a1").state, delivery(fleet, "a2").state) == ("played", "no_report")
 
 
 def test_a_speakers_local_time_is_stored_as_the_same_instant(fleet):
