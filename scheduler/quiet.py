@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import regions
@@ -75,24 +75,34 @@ def _window(row: QuietHours) -> Window:
 
 def windows_for(*, session: Session, settings: Settings, area_codes: Sequence[str]) -> list[Window]:
     """The quiet-hour windows that apply to broadcasts into these areas."""
-    if not area_codes:
-        return []
-    chains = {code: regions.chain(code) for code in area_codes}
-    wanted = {c for chain in chains.values() for c in chain}
-    under = [QuietHours.area_code.startswith(regions.code_prefix(code)) for code in area_codes]
-    rows = session.scalars(select(QuietHours).where(or_(QuietHours.area_code.in_(wanted), *under))).all()
+    return windows_for_each(session=session, settings=settings, area_sets=[area_codes])[0]
+
+
+def windows_for_each(
+    *, session: Session, settings: Settings, area_sets: Sequence[Sequence[str]]
+) -> list[list[Window]]:
+    """`windows_for` of each set of target areas, with one query for all (a dispatch batch).
+
+    Areas that set their own quiet hours are few (a row each), so all of them are read and matched
+    here: one statement of one shape, whatever the areas, which the database and SQLAlchemy's
+    statement cache serve at once.
+    """
+    if not any(area_sets):
+        return [[] for _ in area_sets]
+    rows = session.scalars(select(QuietHours)).all()
     own = {row.area_code: row for row in rows}
-    out: list[Window] = []
-    for code, chain in chains.items():
-        nearest = next((own[c] for c in reversed(chain) if c in own), None)
-        if nearest is None:
-            out.append(default_window(settings, code))
-        else:
-            out.append(_window(nearest))
-    for row in rows:
-        if any(row.area_code != code and regions.is_under(row.area_code, code) for code in area_codes):
-            out.append(_window(row))
-    return list(dict.fromkeys(out))
+    out: list[list[Window]] = []
+    for area_codes in area_sets:
+        windows: list[Window] = []
+        for code in area_codes:
+            nearest = next((own[c] for c in reversed(regions.chain(code)) if c in own), None)
+            windows.append(default_window(settings, code) if nearest is None else _window(nearest))
+        prefixes = [(code, regions.code_prefix(code)) for code in area_codes]
+        for row in rows:  # areas below a target that set their own
+            if any(row.area_code != code and row.area_code.startswith(prefix) for code, prefix in prefixes):
+                windows.append(_window(row))
+        out.append(list(dict.fromkeys(windows)))
+    return out
 
 
 def offending(

@@ -2,9 +2,15 @@
 
 Only near-term work is an APScheduler job: recurring broadcasts live in our own tables and are
 expanded into occurrences over a rolling horizon (`service.extend_horizon`); occurrences whose
-dispatch falls within `JOB_WINDOW` get a dispatch job and a close job. A planner tick every
-`PLAN_INTERVAL_S` rolls both forward. So start-up and memory grow with what airs soon, not with
-the number of broadcasts times their airings.
+dispatch falls within `JOB_WINDOW` are covered by a dispatch job and a close job. A planner tick
+every `PLAN_INTERVAL_S` rolls both forward. So start-up and memory grow with what airs soon, not
+with the number of broadcasts times their airings.
+
+Jobs are per instant, not per occurrence: one dispatch job per distinct dispatch time
+(`dispatch@<instant>`) publishes every occurrence due by then as one batch (`service.dispatch_due`:
+one transaction to prepare, the commands highest priority first, one to record), and one close
+job per distinct reporting deadline (`close@<instant>`). Programmes cluster at 07:00, 12:00 and
+18:30; a county's 07:00 slot is one job, not hundreds.
 
 Exactly one runner is active per database (`scheduler.lock`); every other server process stands
 by, tries the lock every `LOCK_RETRY_S` and takes over when it frees. API routes call `schedule` /
@@ -13,8 +19,8 @@ within the job window sends its id to the active runner (PostgreSQL NOTIFY, `Run
 which plans it at once; on SQLite (no notifications) the active runner's next tick plans it. An
 active runner whose lock connection fails steps down to stand-by and competes for the lock again.
 
-Misfires: jobs always run however late (`misfire_grace_time=None`); `service.dispatch` itself
-decides: within the occurrence's late-start window it airs (speakers start at once), after it the
+Misfires: jobs always run however late (`misfire_grace_time=None`); the dispatch itself decides,
+per occurrence: within its late-start window it airs (speakers start at once), after it the
 occurrence is `missed`. Airings that fell entirely while no runner was up are planned as `missed`.
 """
 
@@ -25,8 +31,9 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -36,21 +43,24 @@ from sqlalchemy import Engine, select
 
 from core.clock import utcnow
 from core.db import session_scope
-from core.settings import SchedulerSettings
 from scheduler import runtime
 from scheduler import service as scheduler_service
 from scheduler.lock import LockLost, RunnerLock
 from scheduler.models import Occurrence, OccurrenceStatus
+from scheduler.service import dispatch_ahead
 
 log = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
-DISPATCH_JOB = "scheduler.jobs:dispatch_occurrence"
-CLOSE_JOB = "scheduler.jobs:close_occurrence"
+DISPATCH_JOB = "scheduler.jobs:dispatch_due"
+CLOSE_JOB = "scheduler.jobs:close_due"
 # Jobs always run, however late: the job itself decides whether it is too late to air
-# (see service.dispatch and settings.scheduler.late_start_s), so nothing airs hours late
+# (see service.dispatch_due and settings.scheduler.late_start_s), so nothing airs hours late
 # and nothing is silently dropped.
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+# An instant's job re-added while its batch still runs (an airing approved for that very instant)
+# must run too, not be skipped as a second instance: batches queue on the service's lock.
+INSTANT_JOB_INSTANCES = 16
 # Occurrences get APScheduler jobs once their dispatch is this close (must exceed PLAN_INTERVAL_S).
 JOB_WINDOW = timedelta(minutes=10)
 # The planner tick: extend the horizon, add jobs for occurrences entering the window.
@@ -62,9 +72,9 @@ LOCK_RETRY_S = 2.0
 NOTICE_WAIT_S = 1.0
 
 
-def dispatch_ahead(sched: SchedulerSettings) -> timedelta:
-    """How long before start_at an airing is published: the lead time, or the prefetch if longer."""
-    return timedelta(seconds=max(sched.lead_time_s, sched.prefetch_s))
+def instant_job_id(kind: str, at: datetime) -> str:
+    """The id of the one `dispatch` or `close` job at an instant: `dispatch@2026-12-01T06:59:55+00:00`."""
+    return f"{kind}@{at.astimezone(UTC).isoformat()}"
 
 
 class SchedulerRunner:
@@ -81,7 +91,10 @@ class SchedulerRunner:
             job_defaults=JOB_DEFAULTS,
             timezone=rt.settings.scheduler.timezone,
         )
+        # Ids of the instant jobs waiting in the store (refreshed at each planner tick); a job leaves
+        # it when submitted, so an airing added for that instant afterwards gets a job of its own.
         self._jobs: set[str] = set()
+        self._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._standby: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
@@ -235,9 +248,10 @@ class SchedulerRunner:
         runtime.install(None)
 
     def schedule(self, occ: Occurrence) -> int:
-        """Plan the dispatch (lead time before start) and the close (at the deadline) if due soon.
+        """Make sure the jobs of its dispatch instant and its deadline exist, if it is due soon.
 
-        On a stand-by: tell the active runner (another process) to plan it now.
+        Returns 1 when a dispatch job covers the occurrence now. On a stand-by: tell the active
+        runner (another process) to plan it now.
         """
         dispatch_at = occ.start_at - dispatch_ahead(self._rt.settings.scheduler)
         if occ.status == OccurrenceStatus.scheduled and dispatch_at > utcnow() + JOB_WINDOW:
@@ -250,28 +264,44 @@ class SchedulerRunner:
             except Exception as exc:  # the active runner's tick still plans it
                 log.warning("could not tell the active runner about occurrence %s: %s", occ.id, exc)
             return 0
-        added = 0
-        if occ.status == OccurrenceStatus.scheduled and f"dispatch-{occ.id}" not in self._jobs:
+        self._add_instant_job(CLOSE_JOB, "close", occ.deadline_at)
+        if occ.status != OccurrenceStatus.scheduled:
+            return 0
+        self._add_instant_job(DISPATCH_JOB, "dispatch", dispatch_at)
+        return 1
+
+    def _add_instant_job(self, func: str, kind: str, at: datetime) -> None:
+        at = at.astimezone(UTC)  # one spelling per instant: its job id and its argument
+        job_id = instant_job_id(kind, at)
+        if job_id in self._jobs:
+            return
+        self._jobs.add(job_id)  # first: a job due at once may be submitted before add_job returns
+        try:
             self._scheduler.add_job(
-                DISPATCH_JOB, trigger="date", run_date=dispatch_at, args=[occ.id],
-                id=f"dispatch-{occ.id}", replace_existing=True,
+                func, trigger="date", run_date=at, args=[at.isoformat()], id=job_id, replace_existing=True,
+                max_instances=INSTANT_JOB_INSTANCES,
             )  # fmt: skip
-            self._jobs.add(f"dispatch-{occ.id}")
-            added = 1
-        if f"close-{occ.id}" not in self._jobs:
-            self._scheduler.add_job(
-                CLOSE_JOB, trigger="date", run_date=occ.deadline_at, args=[occ.id],
-                id=f"close-{occ.id}", replace_existing=True,
-            )  # fmt: skip
-            self._jobs.add(f"close-{occ.id}")
-        return added
+        except BaseException:
+            self._jobs.discard(job_id)
+            raise
+
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        """(Event loop) a job started: its instant no longer has a waiting job."""
+        self._jobs.discard(event.job_id)
 
     def unschedule(self, occurrence_ids: Iterable[int]) -> None:
-        """Drop the dispatch jobs of cancelled occurrences (dispatch would skip them anyway)."""
-        if not self.active:
+        """Drop the dispatch jobs of instants that cancelling left without airings.
+
+        An instant another occurrence still airs at keeps its job; the batch skips cancelled ones.
+        """
+        occurrence_ids = list(occurrence_ids)
+        if not self.active or not occurrence_ids:
             return
-        for occurrence_id in occurrence_ids:
-            job_id = f"dispatch-{occurrence_id}"
+        with self._rt.session_factory() as session:
+            starts = scheduler_service.vacated_starts(session=session, occurrence_ids=occurrence_ids)
+        ahead = dispatch_ahead(self._rt.settings.scheduler)
+        for start in starts:
+            job_id = instant_job_id("dispatch", start - ahead)
             with contextlib.suppress(JobLookupError):
                 self._scheduler.remove_job(job_id, jobstore="default")
             self._jobs.discard(job_id)

@@ -170,7 +170,9 @@ def test_recurring_broadcast_is_planned_over_a_rolling_horizon_without_duplicate
     assert starts and all(utcnow() - timedelta(minutes=1) < s < horizon for s in starts)
     assert len(starts) in (4, 5, 6)  # 2 a day over 2.5 days, minus those already past today
 
-    later = utcnow() + timedelta(days=3)
+    # 36 h past the first plan's end (now + 60 h): the gap holds airings whatever the time of day (a
+    # 12 h gap held none when the test ran between 06:30 and 07:00 Shanghai time)
+    later = utcnow() + timedelta(days=4)
     svc.extend_horizon(session=session, settings=settings, now=later)
     svc.extend_horizon(session=session, settings=settings, now=later)  # a second tick adds nothing
     session.commit()
