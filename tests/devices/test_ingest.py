@@ -163,3 +163,66 @@ def test_statuses_land_with_bounded_history_and_deleted_retained_is_not_malforme
         assert [(r.device_id, r.ok) for r in results] == [("sp-a", True)]
     pub.loop_stop()
     pub.disconnect()
+
+
+def test_out_of_range_values_are_malformed_not_a_lost_batch(ingestor, broker_url, session_factory):
+    """Values that parse as JSON but no database column holds (or the parser cannot nest) are
+    refused one by one; sp-b's good report in the same batch still lands."""
+    pub = _publisher(broker_url)
+    topic = protocol.device_topic("sp-a", "report")
+    base = '{"v":1,"device_id":"sp-a","occurrence_id":%s,"state":"played"%s}'
+    bad = [
+        (base % ("99999999999999999999", "")).encode(),  # beyond a 32-bit id
+        (base % (OCC, ',"at":"9999-12-31T23:00:00-05:00"')).encode(),  # overflows on the way to UTC
+        (base % (OCC, ',"seconds_played":Infinity')).encode(),
+        (base % (OCC, ',"seconds_played":1e400')).encode(),
+        b"[" * 1500 + b"]" * 1500,  # under the size limit, deeper than the parser's recursion limit
+    ]
+    good = protocol.encode(protocol.Report(device_id="sp-b", occurrence_id=OCC, state="played"))
+    for payload in bad:
+        pub.publish(topic, payload, qos=1).wait_for_publish(5)
+    pub.publish(protocol.device_topic("sp-b", "report"), good, qos=1).wait_for_publish(5)
+
+    def delta(key: str) -> int:
+        return ingestor.counts[key] - ingestor.baseline.get(key, 0)
+
+    _wait(lambda: delta("received") >= len(bad) + 1)
+    assert ingestor.flush()
+    assert delta("malformed") == len(bad)
+    assert delta("batch_errors") == delta("write_errors") == 0
+    assert _states(session_factory) == {"sp-a": "pending", "sp-b": "played"}
+    pub.loop_stop()
+    pub.disconnect()
+
+
+def test_a_batch_the_database_refuses_is_stored_message_by_message(
+    ingestor, broker_url, session_factory, monkeypatch
+):
+    """If storing a batch fails (here: the writer raises for sp-a's report), the ingestor stores its
+    messages one by one: sp-a's is counted as a write error, sp-b's report and online flag land."""
+    real = device_service.apply_reports
+
+    def refuse_sp_a(*, session, reports):
+        if any(r.device_id == "sp-a" for r, _ in reports):
+            raise RuntimeError("database refused the row")
+        return real(session=session, reports=reports)
+
+    monkeypatch.setattr(device_service, "apply_reports", refuse_sp_a)
+    pub = _publisher(broker_url)
+    for device in ("sp-a", "sp-b"):
+        report = protocol.Report(device_id=device, occurrence_id=OCC, state="played")
+        pub.publish(protocol.device_topic(device, "report"), protocol.encode(report), qos=1)
+    pub.publish(protocol.device_topic("sp-b", "online"), protocol.ONLINE, qos=1).wait_for_publish(5)
+
+    def delta(key: str) -> int:
+        return ingestor.counts[key] - ingestor.baseline.get(key, 0)
+
+    _wait(lambda: delta("received") >= 3)
+    assert ingestor.flush()
+    assert delta("write_errors") == 1
+    assert delta("applied") == 1
+    assert _states(session_factory) == {"sp-a": "pending", "sp-b": "played"}
+    with session_factory() as s:
+        assert s.get(Device, "sp-b").online is True
+    pub.loop_stop()
+    pub.disconnect()
