@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydub import AudioSegment
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -219,17 +220,17 @@ async def synthesize(
         pieces = text_prep.split(spoken, max_chars=speech_engine.max_piece_chars)
         with tempfile.TemporaryDirectory(prefix="cunxiang-tts-") as work:
             try:
-                files, piece_loudness = await _speak_pieces(
+                segments, loudness = await _speak_pieces(
                     speech_engine, pieces, voice=engine_voice, rate=rate, pitch=pitch, out_dir=Path(work),
-                    measure=params.loudness_lufs is not None,
+                    measure_gap_ms=params.gap_ms if params.loudness_lufs is not None else None,
                 )  # fmt: skip
             except EngineError as exc:
                 logger.warning("%s failed, trying the next engine: %s", speech_engine.name, exc)
                 failures.append((speech_engine.name, str(exc)))
                 continue
-            stored, duration_ms = await asyncio.to_thread(
-                _assemble_and_store, files, audio_dir, params, piece_loudness
-            )
+        stored, duration_ms = await asyncio.to_thread(
+            _assemble_and_store, segments, audio_dir, params, loudness
+        )
         logger.info(
             "synthesised %s chars in %s pieces with %s/%s: %s ms of audio, %s bytes, in %.2f s%s",
             len(prepared), len(pieces), speech_engine.name, engine_voice, duration_ms, stored.size_bytes,
@@ -366,40 +367,64 @@ def asset_path(*, settings: Settings, asset: AudioAsset) -> Path:
 
 
 async def _speak_pieces(
-    engine: Engine, pieces: list[str], *, voice: str, rate: int, pitch: int, out_dir: Path, measure: bool
-) -> tuple[list[Path], list[float | None] | None]:
-    """Synthesise the pieces (ENGINE_CONCURRENCY at once); measure each one's loudness as it lands.
+    engine: Engine,
+    pieces: list[str],
+    *,
+    voice: str,
+    rate: int,
+    pitch: int,
+    out_dir: Path,
+    measure_gap_ms: int | None,
+) -> tuple[list[AudioSegment], float | None]:
+    """Synthesise and decode the pieces (ENGINE_CONCURRENCY at once), in order.
 
-    Measuring here, outside the engine's slot, overlaps it with the synthesis of the next pieces:
-    on two cores that hides it, where measuring the joined speech afterwards cost 0.5 s per
-    2,000 characters.
+    With ``measure_gap_ms`` the joined speech (pieces with that gap between them, as `audio.assemble`
+    joins them) is also measured for loudness, by one `audio.LoudnessMeter` fed each piece in order
+    as soon as it and those before it are ready: the measurement runs alongside the synthesis of the
+    later pieces. Returns (pieces, loudness); loudness is `audio.UNMEASURED` without measure_gap_ms.
     """
     limit = asyncio.Semaphore(ENGINE_CONCURRENCY)
+    meter: audio.LoudnessMeter | None = None
 
-    async def one(piece: str) -> tuple[Path, float | None]:
+    async def one(piece: str) -> AudioSegment:
         async with limit:
             path = await engine.synthesize(piece, voice=voice, rate=rate, pitch=pitch, out_dir=out_dir)
-        return path, (await asyncio.to_thread(audio.file_loudness, path) if measure else None)
+        return await asyncio.to_thread(audio.decode_piece, path)
+
+    async def measure_in_order(tasks: list[asyncio.Task[AudioSegment]], gap_ms: int) -> None:
+        nonlocal meter
+        for i, task in enumerate(tasks):
+            segment = await asyncio.shield(task)  # its failure is the group's; do not cancel it from here
+            if meter is None:
+                meter = await asyncio.to_thread(audio.LoudnessMeter, frame_rate=segment.frame_rate)
+            if i:
+                await asyncio.to_thread(meter.feed_silence, gap_ms)
+            await asyncio.to_thread(meter.feed, segment)
 
     # TaskGroup cancels (and so kills) the remaining pieces as soon as one fails; callers want
     # that failure, not a group of identical ones.
     try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(piece)) for piece in pieces]
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    results = [task.result() for task in tasks]
-    return [path for path, _ in results], ([lufs for _, lufs in results] if measure else None)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(piece)) for piece in pieces]
+                if measure_gap_ms is not None:
+                    group.create_task(measure_in_order(tasks, measure_gap_ms))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        loudness = audio.UNMEASURED
+        if meter is not None:
+            loudness = await asyncio.to_thread(meter.result)
+    finally:
+        if meter is not None:
+            meter.close()
+    return [task.result() for task in tasks], loudness
 
 
 def _assemble_and_store(
-    files: list[Path],
-    audio_dir: Path,
-    params: audio.AssemblyParams,
-    piece_loudness: list[float | None] | None = None,
+    segments: list[AudioSegment], audio_dir: Path, params: audio.AssemblyParams, loudness: float | None
 ) -> tuple[store.StoredFile, int]:
     with store.staging(audio_dir) as staged:
-        duration_ms = audio.assemble(files, dest=staged, params=params, piece_loudness=piece_loudness)
+        duration_ms = audio.assemble(segments, dest=staged, params=params, loudness=loudness)
         return store.put(audio_dir, staged), duration_ms
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -18,6 +19,7 @@ from core.db import Base, make_engine, make_session_factory
 from core.settings import Settings
 from tests.tts.helpers import ffprobe_ms, files_in, id3_title, loudness
 from tts import audio, service, store
+from tts.engines import EngineError, get_engine
 from tts.exceptions import SpeechInputError
 from tts.models import AudioAsset
 
@@ -149,3 +151,74 @@ def test_cleanup_removes_only_old_unreferenced_assets(db: Session, settings: Set
     assert remaining == {used.asset.id, fresh.asset.id}
     assert used.path.is_file() and fresh.path.is_file()
     assert not unused.path.exists() and not stray.exists()
+
+
+def espeak_wav(path: Path, text: str) -> Path:
+    subprocess.run(["espeak-ng", "-v", "cmn", "-w", str(path), text], check=True)
+    return path
+
+
+def test_loudness_meter_fed_piece_by_piece_measures_the_joined_speech(tmp_path: Path) -> None:
+    first = audio.decode_piece(espeak_wav(tmp_path / "a.wav", NOTICE))
+    # A quieter piece at another rate: the meter converts it as `audio.concatenate` does.
+    second = audio.decode_piece(espeak_wav(tmp_path / "b.wav", NOTICE)).apply_gain(-8.0).set_frame_rate(16000)
+    with audio.LoudnessMeter(frame_rate=first.frame_rate) as meter:
+        meter.feed(first)
+        meter.feed_silence(audio.PIECE_GAP_MS)
+        meter.feed(second)
+        streamed = meter.result()
+    gap = audio.AudioSegment.silent(duration=audio.PIECE_GAP_MS, frame_rate=first.frame_rate)
+    joined = audio.concatenate([first, gap, second], frame_rate=first.frame_rate)
+    joined.export(tmp_path / "joined.wav", format="wav")
+    whole = loudness(tmp_path / "joined.wav")[0]
+    print(f"\nstreamed {streamed} LUFS, joined file {whole} LUFS")
+    assert streamed is not None
+    assert streamed == pytest.approx(whole, abs=0.1)
+    # Not the louder piece alone: the quiet one counted.
+    assert streamed < loudness(tmp_path / "a.wav")[0] - 1.0
+
+
+def test_loudness_meter_that_dies_or_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio.AudioSegment, "converter", "false")  # starts, reads nothing, exits 1
+    meter = audio.LoudnessMeter(frame_rate=22050)
+    with meter, pytest.raises(audio.AudioError, match="loudness"):
+        for _ in range(50):  # the first writes may land in the pipe before it has exited
+            meter.feed(audio.AudioSegment.silent(duration=1000, frame_rate=22050))
+            time.sleep(0.02)
+        meter.result()
+    monkeypatch.setattr(audio.AudioSegment, "converter", "/nonexistent/ffmpeg")
+    with pytest.raises(audio.AudioError, match="cannot measure loudness"):
+        audio.LoudnessMeter(frame_rate=22050)
+
+
+def test_failing_piece_stops_the_loudness_meter(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meters: list[audio.LoudnessMeter] = []
+
+    class Recorded(audio.LoudnessMeter):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            meters.append(self)
+
+    monkeypatch.setattr(audio, "LoudnessMeter", Recorded)
+    espeak = get_engine("espeak", settings)
+
+    class FailsOnThird:
+        name, max_piece_chars = "flaky", 500
+
+        async def synthesize(self, text: str, **kwargs) -> Path:
+            if text == "third":
+                await asyncio.sleep(0.5)  # the meter is running by now
+                raise EngineError("flaky: gave up on the third piece")
+            return await espeak.synthesize(NOTICE, **kwargs)
+
+    with pytest.raises(EngineError, match="third piece"):
+        asyncio.run(
+            service._speak_pieces(
+                FailsOnThird(), ["first", "second", "third", "fourth"], voice="cmn", rate=0, pitch=0,
+                out_dir=tmp_path, measure_gap_ms=audio.PIECE_GAP_MS,
+            )
+        )  # fmt: skip
+    assert len(meters) == 1
+    assert meters[0]._proc.poll() is not None  # killed, not left running
