@@ -11,8 +11,9 @@ protocol, signatures verified) in another process. Then:
 1. Memory: server resident memory (VmRSS) idle, then with 1/5, 1/2 and all N speakers online,
    each step after one full status interval (every speaker sends a retained status every
    --status-interval seconds). Baseline: the idle server. Goal: < 300 MB with N = 5,000.
-2. Baseline for ingestion: every speaker publishes one QoS 1 message of a played report's size at
-   once, through the same broker, to a bare paho subscriber that only counts them.
+2. Baseline for ingestion: every speaker publishes one QoS 1 played report (built as in a broadcast,
+   so the speakers' side costs the same) at once, through the same broker, to a bare paho
+   subscriber on another topic that only counts them.
 3. The broadcast: created over the HTTP API for the whole county; the server synthesises it,
    snapshots N deliveries and publishes ONE signed play command on the county topic; every speaker
    reports received, playing at start_at and played at the end. Measured: from the end of
@@ -51,11 +52,6 @@ from devices.credentials import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ADMIN = ("admin", "bench-admin-password")
 COUNTY = "341225000000"
-# A played report as a speaker sends it, for the baseline's payload size.
-SAMPLE_REPORT = (
-    b'{"v":1,"device_id":"bench-00000","occurrence_id":1,"state":"played",'
-    b'"at":"2026-11-25T21:00:00.000Z","seconds_played":3.2,"error":null}'
-)
 NOTICE = "各位村民请注意，今天下午三点在村委会召开医保缴费说明会。"
 
 
@@ -145,6 +141,8 @@ def prepare_database(data_dir: Path) -> str:
 
 def register(url: str, devices: list[tuple[str, str]]) -> None:
     """Register speakers (as `cunxiang simulate` does, in bulk)."""
+    if not devices:
+        return
     from sqlalchemy import insert
 
     from core.db import make_engine, make_session_factory, session_scope
@@ -290,7 +288,7 @@ class CountingSubscriber:
 
         host, port, user, password = parse_broker_url(broker_url)
         self.count = 0
-        self.last = 0.0
+        self.first = self.last = 0.0
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"bench-counter-{os.getpid()}",
             protocol=MQTTProtocolVersion.MQTTv311,
@@ -309,6 +307,8 @@ class CountingSubscriber:
     def _on_message(self, _c, _u, _m) -> None:
         self.count += 1
         self.last = time.time()
+        if self.count == 1:
+            self.first = self.last
 
     def close(self) -> None:
         self.client.disconnect()
@@ -320,6 +320,58 @@ def played_count(db: Path, occurrence_id: int) -> int:
         return conn.execute(
             "SELECT count(*) FROM deliveries WHERE occurrence_id = ? AND state = 'played'", (occurrence_id,)
         ).fetchone()[0]
+
+
+def broadcast_seconds(db: Path, asset_id: int) -> float:
+    """How long the broadcast's audio plays."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return (
+            conn.execute("SELECT duration_ms FROM audio_assets WHERE id = ?", (asset_id,)).fetchone()[0]
+            / 1000
+        )
+
+
+def wait_stored(db: Path, occurrence_id: int, n: int, end: float, timeout: float = 60) -> float:
+    """The time the last of the n `played` reports was stored (polled every 2 ms).
+
+    The poll must cost next to nothing: on two cores a poll that counts rows takes CPU from the
+    server it is timing. So it first waits (before the end of playback) until the n `received` and
+    n `playing` rows are stored, notes the last report row id, and then only asks for the newest
+    row id (an O(log n) look-up): report rows are inserted in the same transaction that settles
+    their delivery, and only this occurrence's speakers report. The count is checked afterwards.
+    """
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        while True:
+            (before,) = conn.execute(
+                "SELECT count(*) FROM reports WHERE occurrence_id = ?", (occurrence_id,)
+            ).fetchone()
+            if before >= 2 * n:
+                break
+            if time.time() > end - 0.5:
+                raise RuntimeError(f"only {before} of {2 * n} received/playing reports stored by the end")
+            time.sleep(0.05)
+        (base,) = conn.execute("SELECT max(id) FROM reports").fetchone()
+        if time.time() >= end:
+            raise RuntimeError("could not note the last report row before the end of playback")
+        deadline = time.monotonic() + timeout
+        stored_at = None
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT max(id) FROM reports").fetchone()[0] >= base + n:
+                stored_at = time.time()
+                break
+            time.sleep(0.002)
+        early, played = conn.execute(
+            "SELECT sum(id <= ?), count(*) FROM reports WHERE occurrence_id = ? AND state = 'played'",
+            (base, occurrence_id),
+        ).fetchone()
+    if stored_at is None or played != n or early:
+        raise RuntimeError(
+            f"{played} of {n} played reports stored in {timeout:.0f} s "
+            f"({early or 0} before the end of playback)"
+        )
+    if played_count(db, occurrence_id) != n:
+        raise RuntimeError(f"{played_count(db, occurrence_id)} of {n} deliveries played")
+    return stored_at
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +449,7 @@ def run_phases(args, server: Server, url: str, broker_url: str, devices, work: P
 
     # 2. baseline: the same number of QoS 1 messages through the broker to a bare counting subscriber
     counter = CountingSubscriber(broker_url, "bench/dev/+/report")
-    swarm.send(cmd="burst", n=n, topic="bench/dev/{device_id}/report", bytes=len(SAMPLE_REPORT))
+    swarm.send(cmd="burst", n=n, topic="bench/dev/{device_id}/report")
     burst = swarm.wait("burst", 60)
     deadline = time.monotonic() + 30
     while counter.count < n and time.monotonic() < deadline:
@@ -407,6 +459,11 @@ def run_phases(args, server: Server, url: str, broker_url: str, devices, work: P
         raise RuntimeError(f"baseline subscriber counted {counter.count} of {n} messages")
     bare_s = counter.last - burst["start"]
     bare_rate = n / bare_s
+    t0 = burst["start"]
+    notes.append(
+        f"baseline burst handed to the sockets in {burst['sent'] - t0:.3f} s; arrived at the bare "
+        f"subscriber {counter.first - t0:+.3f} .. {counter.last - t0:+.3f} s after the first was handed"
+    )
 
     # 3. the broadcast
     print(f"broadcast: county-wide to {n} speakers ...", flush=True)
@@ -419,17 +476,11 @@ def run_phases(args, server: Server, url: str, broker_url: str, devices, work: P
         raise RuntimeError(f"creating the broadcast failed: {r.status_code} {r.text}")
     broadcast = r.json()
     occurrence_id = broadcast["occurrences"][0]["id"]
-    played = swarm.wait("played", 120, occurrence=occurrence_id)
     db = work / "data" / "cunxiang.db"
-    deadline = time.monotonic() + 60
-    stored_at = None
-    while time.monotonic() < deadline:
-        if played_count(db, occurrence_id) >= n:
-            stored_at = time.time()
-            break
-        time.sleep(0.002)
-    if stored_at is None:
-        raise RuntimeError(f"only {played_count(db, occurrence_id)} of {n} played reports stored in 60 s")
+    starts = datetime.fromisoformat(broadcast["occurrences"][0]["start_at"]).timestamp()
+    end_of_playback = starts + broadcast_seconds(db, broadcast["asset_id"])
+    stored_at = wait_stored(db, occurrence_id, n, end_of_playback)
+    played = swarm.wait("played", 120, occurrence=occurrence_id)
     end = played["end"]
     lag_s = stored_at - end
     ingest_rate = n / (stored_at - played["first"])
@@ -446,6 +497,10 @@ def run_phases(args, server: Server, url: str, broker_url: str, devices, work: P
             "SELECT count(*), count(DISTINCT device_id || '/' || state) FROM reports WHERE occurrence_id = ?",
             (occurrence_id,),
         ).fetchone()
+        first_in, last_in = conn.execute(
+            "SELECT min(received_at), max(received_at) FROM reports WHERE occurrence_id = ? AND state = ?",
+            (occurrence_id, "played"),
+        ).fetchone()
     if (reach["targeted"], reach["played"]) != (n, n) or rows != 3 * n or distinct != 3 * n:
         raise RuntimeError(
             f"counts wrong: targeted {reach['targeted']}, played {reach['played']}, report rows {rows}, "
@@ -453,6 +508,12 @@ def run_phases(args, server: Server, url: str, broker_url: str, devices, work: P
         )
     notes.append(
         f"checked: targeted {n}, played {n}, {rows} report rows, {distinct} distinct (device, state)"
+    )
+    # Where the time went: the broker handing reports to the server, or the server storing them.
+    arrived = [datetime.fromisoformat(t).replace(tzinfo=UTC).timestamp() - end for t in (first_in, last_in)]
+    notes.append(
+        f"played reports arrived at the server (paho) {arrived[0]:+.3f} .. {arrived[1]:+.3f} s after the end "
+        f"of playback; the last was stored {lag_s - arrived[1]:.3f} s after it arrived"
     )
     swarm.quit()
 

@@ -18,9 +18,9 @@ Driven by a controller over stdin/stdout, one JSON object per line:
     {"cmd": "connect", "count": N}         -> {"ev": "connected", "total": .., "seconds": ..}
         ("subscribe": false: CONNECT/CONNACK only, no subscriptions and no online flag)
     {"cmd": "status", "interval": S}       -> statuses every S seconds, spread evenly
-    {"cmd": "burst", "n": N, "topic": T, "bytes": B}
-        every one of the first N speakers publishes one QoS 1 message of B bytes to
-        T.format(device_id=...) at once     -> {"ev": "burst", "start": .., "acked": .., "n": ..}
+    {"cmd": "burst", "n": N, "topic": T}
+        every one of the first N speakers publishes one QoS 1 played report (built as in a broadcast) to
+        T.format(device_id=...) at once     -> {"ev": "burst", "start": .., "sent": .., "acked": .., "n": ..}
     {"cmd": "reports", "occurrences": [..], "states": [..]}
         every speaker reports each state of each occurrence at once -> {"ev": "burst", ...}
     {"cmd": "quit"}                        -> disconnects everyone and exits
@@ -309,7 +309,9 @@ class Swarm:
         if burst is not None and (speaker.device_id, mid) in burst["mids"]:
             burst["mids"].discard((speaker.device_id, mid))
             if not burst["mids"]:
-                self.emit(ev="burst", n=burst["n"], start=burst["start"], acked=time.time())
+                self.emit(
+                    ev="burst", n=burst["n"], start=burst["start"], sent=burst.get("sent"), acked=time.time()
+                )
                 self._burst = None
 
     def _status(self, speaker: Speaker) -> None:
@@ -347,16 +349,22 @@ class Swarm:
             for k, speaker in enumerate(live):
                 self.at(now + self._status_interval * k / max(1, len(live)), self._status, speaker)
         elif name == "burst":
+            # Each message is a played report built as `_report_played` builds one, so that the
+            # sender's work per message is the same as in a real broadcast.
             n = min(int(cmd["n"]), self.ready)
-            payload = b"x" * int(cmd["bytes"])
             mids: set[tuple[str, int]] = set()
             self._burst = {"n": n, "start": time.time(), "mids": mids}
             for speaker in [s for s in self.speakers if s.ready][:n]:
                 assert speaker.client is not None
+                report = protocol.Report(
+                    device_id=speaker.device_id, occurrence_id=1, state="played",
+                    at=datetime.now(UTC), seconds_played=3.2,
+                )  # fmt: skip
                 info = speaker.client.publish(
-                    cmd["topic"].format(device_id=speaker.device_id), payload, qos=1
+                    cmd["topic"].format(device_id=speaker.device_id), protocol.encode(report), qos=1
                 )
                 mids.add((speaker.device_id, info.mid))
+            self._burst["sent"] = time.time()
         elif name == "reports":
             # every ready speaker reports each state of each occurrence, all at once
             mids = set()

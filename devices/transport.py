@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -76,6 +77,90 @@ def unshared(topic: str) -> str:
     return topic
 
 
+# One recv of up to this many bytes serves the many small reads paho makes per packet.
+READ_AHEAD_BYTES = 64 * 1024
+# Packets read per wake-up of paho's network thread before it writes (acks) and waits again.
+READ_BURST = 256
+
+
+class _ReadAhead:
+    """A connected socket (plain or TLS) that reads ahead, for paho's network thread.
+
+    paho reads every packet with three or more `recv` calls (the command byte, the length bytes
+    one at a time, the rest) and handles one packet each time `select` wakes it: seven or eight
+    system calls for one speaker report. Here one `recv` fills a buffer that serves the small
+    reads; `pending()`, which paho already asks before it waits in `select` (for the bytes a TLS
+    socket holds decrypted), also counts the buffered bytes, so paho reads on instead of waiting
+    for the socket to become readable again. Everything else goes to the wrapped socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._at = 0
+        self.reads = 0  # recv calls on the socket itself (tests compare it with the packets read)
+
+    def recv(self, size: int) -> bytes:
+        if self._at >= len(self._buffer):
+            data = self._sock.recv(max(size, READ_AHEAD_BYTES))  # BlockingIOError etc. reach paho as is
+            self.reads += 1
+            if len(data) <= size:
+                self._buffer, self._at = b"", 0
+                return data
+            self._buffer, self._at = data, 0
+        chunk = self._buffer[self._at : self._at + size]
+        self._at += len(chunk)
+        return chunk
+
+    def buffered(self) -> int:
+        return len(self._buffer) - self._at
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
+        return self.buffered() + inner
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    """paho's client with the per-message system calls of receiving cut (docs/scaling.md).
+
+    - reads through `_ReadAhead`;
+    - reads every packet already buffered (up to READ_BURST) each time it wakes, not one;
+    - an ack queued on the network thread itself does not write a wake-up byte to paho's
+      self-pipe: the loop sees the queued packet (`want_write`) before it waits again.
+
+    These hook paho 2.x internals (`_create_socket`, `loop_read`, `_packet_queue`, `_sockpairW`,
+    `_thread`); tests/devices/test_transport.py fails if a paho release changes them.
+    """
+
+    def _create_socket(self):
+        sock = super()._create_socket()
+        return sock if self._transport == "websockets" else _ReadAhead(sock)
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        for _ in range(READ_BURST):
+            sock = self._sock
+            if rc != mqtt.MQTT_ERR_SUCCESS or not isinstance(sock, _ReadAhead) or not sock.buffered():
+                break
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _packet_queue(self, *args, **kwargs) -> mqtt.MQTTErrorCode:
+        if self._thread is not None and threading.current_thread() is self._thread:
+            wake, self._sockpairW = self._sockpairW, None
+            try:
+                return super()._packet_queue(*args, **kwargs)
+            finally:
+                self._sockpairW = wake
+        return super()._packet_queue(*args, **kwargs)
+
+
 class MqttLink:
     """paho-mqtt 2.x client on its own network thread; reconnects and resubscribes by itself.
 
@@ -94,7 +179,7 @@ class MqttLink:
         self.url = url
         host, port, username, password = parse_broker_url(url)
         self._host, self._port = host, port
-        self._client = mqtt.Client(
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv311,

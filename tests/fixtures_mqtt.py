@@ -22,6 +22,7 @@ import pytest
 from devices import protocol
 from devices.agent.speaker import parse_broker_url
 from devices.broker import EmbeddedBroker, start_embedded_broker
+from devices.credentials import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 # Seconds a broker gets to accept connections after it was started.
@@ -110,7 +111,10 @@ class MosquittoProcess:
             user
             + f"listener {self.port} 127.0.0.1\n"
             + (self.config or "allow_anonymous true\n")
+            # the queue and in-flight window cunxiang ships (devices/credentials.py), so a burst
+            # to a slow subscriber is queued, not dropped at Mosquitto's default of 1,000
             + "set_tcp_nodelay true\n"
+            f"max_queued_messages {MAX_QUEUED_MESSAGES}\nmax_inflight_messages {MAX_INFLIGHT_MESSAGES}\n"
             "persistence false\n"
             "max_keepalive 65535\n"
             "log_type error\nlog_type warning\n"
