@@ -10,7 +10,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -297,19 +297,28 @@ def parse_command(payload: bytes) -> AnyCommand:
     return command_from(_load(payload, MAX_COMMAND_BYTES))
 
 
+_M = TypeVar("_M", bound=_Message)
+
+
 def parse_report(payload: bytes) -> Report:
     """Parse a playback report, or raise ProtocolError."""
-    data = _load(payload, MAX_REPORT_BYTES)
-    try:
-        return Report.model_validate(data)
-    except ValidationError as exc:
-        raise ProtocolError(_explain(exc)) from None
+    return _parse_json(Report, payload, MAX_REPORT_BYTES)
 
 
 def parse_status(payload: bytes) -> Status:
     """Parse a status heartbeat, or raise ProtocolError."""
-    data = _load(payload, MAX_REPORT_BYTES)
+    return _parse_json(Status, payload, MAX_REPORT_BYTES)
+
+
+def _parse_json(model: type[_M], payload: bytes, limit: int) -> _M:
+    """The message from its JSON bytes, parsed and checked in one pass by pydantic-core: about half
+    the time of `json.loads` then validating the dict (the ingest path parses every report)."""
+    if len(payload) > limit:
+        raise ProtocolError(f"message of {len(payload)} bytes exceeds {limit}")
     try:
-        return Status.model_validate(data)
+        return model.model_validate_json(payload)
     except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise ProtocolError(f"not JSON: {first['msg']}") from None
         raise ProtocolError(_explain(exc)) from None
