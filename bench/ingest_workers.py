@@ -14,6 +14,13 @@ report stored exactly once (rows = distinct (occurrence, device, state) = sent),
 played, and the workers' own counts add up to what was sent (the broker split the stream, it did
 not copy it).
 
+On a small machine the workers are not what limits the rate: Mosquitto, PostgreSQL and the
+speakers share the same cores, and a second worker finds no idle core. So, where the kernel lets
+us (root, a cgroup `cpu` controller), each worker is held to --worker-cpu of one core (default
+0.25) by a cgroup of its own: the workers are then the bottleneck, as they are in a deployment
+that adds workers because they are, and the rate shows what one more worker adds. Without
+cgroups (or with --worker-cpu 0) the workers run unheld and the figure is the machine's.
+
 A database of its own is created on the server named by --database-url and dropped at the end;
 an unreachable database or broker exits 2 without figures.
 """
@@ -40,6 +47,47 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 GROUP = "bench"
+CFS_PERIOD_US = 100_000
+
+
+class CpuCap:
+    """A cgroup of its own that holds one process to a fraction of one core (cgroup v2 `cpu.max`,
+    or v1 `cpu.cfs_quota_us`). OSError when the kernel does not let us (not root, no controller)."""
+
+    def __init__(self, fraction: float) -> None:
+        name = f"cx-bench-worker-{uuid.uuid4().hex[:8]}"
+        quota = str(max(1000, int(fraction * CFS_PERIOD_US)))
+        if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            self.path = Path("/sys/fs/cgroup") / name
+            self.path.mkdir()
+            (self.path / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+        else:
+            self.path = Path("/sys/fs/cgroup/cpu") / name
+            self.path.mkdir()
+            (self.path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(quota)
+
+    def hold(self, pid: int) -> None:
+        """Move the process (all its threads) into the group."""
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        """Delete the group (its processes have exited)."""
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
+def cgroups_usable(fraction: float) -> str | None:
+    """None if workers can be held to a CPU fraction here, else why not."""
+    if fraction <= 0:
+        return "--worker-cpu 0"
+    try:
+        CpuCap(fraction).remove()
+    except OSError as exc:
+        return f"no cgroup cpu controller we may write ({exc.strerror or exc})"
+    return None
 
 
 def create_database(server_url: str) -> tuple[str, Callable[[], None]]:
@@ -91,7 +139,9 @@ def prepare(url: str, speakers: int, occurrences: int) -> list[tuple[str, str]]:
         engine.dispose()
 
 
-def start_workers(count: int, url: str, broker_url: str, work: Path) -> list[subprocess.Popen]:
+def start_workers(
+    count: int, url: str, broker_url: str, work: Path, cpu: float, caps: list[CpuCap]
+) -> list[subprocess.Popen]:
     env = {
         **os.environ,
         "CUNXIANG_DATABASE_URL": url,
@@ -106,6 +156,9 @@ def start_workers(count: int, url: str, broker_url: str, work: Path) -> list[sub
              "--stats-interval", "0"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
         )  # fmt: skip
+        if cpu > 0:
+            caps.append(CpuCap(cpu))
+            caps[-1].hold(proc.pid)
         assert proc.stdout is not None
         first = proc.stdout.readline()
         if "ingesting" not in first:
@@ -160,10 +213,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_once(workers_n: int, occurrences: list[int], n: int, url: str, broker_url: str, swarm, work: Path):
+def run_once(
+    workers_n: int, occurrences: list[int], n: int, url: str, broker_url: str, swarm, work: Path, cpu: float
+):
     """Ingest one wave of reports with workers_n workers: (reports/s, seconds, worker counts)."""
     expected = 3 * n * len(occurrences)
-    workers = start_workers(workers_n, url, broker_url, work)
+    caps: list[CpuCap] = []
+    try:
+        workers = start_workers(workers_n, url, broker_url, work, cpu, caps)
+    except BaseException:
+        for cap in caps:
+            cap.remove()
+        raise
     time.sleep(1.0)  # every worker's subscription in place before the wave
     try:
         busy0, total0 = machine_ticks()
@@ -188,6 +249,8 @@ def run_once(workers_n: int, occurrences: list[int], n: int, url: str, broker_ur
         swarm.wait("burst", 60)
     finally:
         counts = stop_workers(workers)
+        for cap in caps:
+            cap.remove()
     rows, distinct, played = stored(url, occurrences)
     applied = sum(c.get("applied", 0) + c.get("stale", 0) for c in counts)
     if (rows, distinct, played, applied) != (expected, expected, n * len(occurrences), expected):
@@ -210,12 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--database-url", default=DEFAULT_SERVER, help="a PostgreSQL server to create a db on"
     )
+    parser.add_argument(
+        "--worker-cpu", type=float, default=0.25, help="hold each worker to this fraction of a core (0: no)"
+    )
     parser.add_argument("--broker", help="an MQTT broker (with $share) instead of a throwaway Mosquitto")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.speakers, args.occurrences = 30, 1
     m = args.occurrences
+    unheld = cgroups_usable(args.worker_cpu)
+    cpu = 0.0 if unheld else args.worker_cpu
 
     with tempfile.TemporaryDirectory(prefix="cx-workers-") as tmp:
         work = Path(tmp)
@@ -236,11 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             n = len(devices)
             print(f"one worker: {3 * n * m} reports ...", flush=True)
             one_rate, one_s, one_counts, one_use = run_once(
-                1, list(range(1, m + 1)), n, url, broker_url, swarm, work
+                1, list(range(1, m + 1)), n, url, broker_url, swarm, work, cpu
             )
             print(f"{args.workers} workers: {3 * n * m} reports ...", flush=True)
             many_rate, many_s, many_counts, many_use = run_once(
-                args.workers, list(range(m + 1, 2 * m + 1)), n, url, broker_url, swarm, work
+                args.workers, list(range(m + 1, 2 * m + 1)), n, url, broker_url, swarm, work, cpu
             )
         finally:
             if swarm is not None:
@@ -248,15 +316,16 @@ def main(argv: list[str] | None = None) -> int:
             if broker is not None:
                 broker.stop()
             drop()
+    held = f" (each held to {cpu:g} of a core)" if cpu else ""
     split = ", ".join(str(c.get("applied", 0) + c.get("stale", 0)) for c in many_counts)
     print_results(
         f"ingestion scale-out: {args.workers} `cunxiang ingest` workers on $share/{GROUP}/..., PostgreSQL",
         [
             Result(
-                f"{args.workers} workers, reports stored per second",
+                f"{args.workers} workers{held}, reports stored per second",
                 many_rate,
                 "reports/s",
-                "one worker, same number of reports",
+                f"one worker{held}, same number of reports",
                 one_rate,
                 goal_ratio=0.8 * args.workers,
             ),
@@ -267,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
             f"machine: {os.cpu_count()} cores shared by Mosquitto, PostgreSQL, the speakers and the workers; "
             f"busy {one_use['machine_busy']:.0%} with one worker, {many_use['machine_busy']:.0%} with "
             f"{args.workers}",
+            (
+                f"each worker ran in a cgroup of its own, held to {cpu:g} of a core (cpu quota)"
+                if cpu
+                else f"workers not held ({unheld}): the rate is what the whole machine manages"
+            ),
             "worker CPU seconds per 1,000 reports: one worker "
             f"{sum(one_use['worker_cpu']) / (3 * n * m) * 1000:.3f}, {args.workers} workers "
             + " + ".join(f"{c / (3 * n * m) * 1000:.3f}" for c in many_use["worker_cpu"]),
