@@ -590,7 +590,22 @@ class _Arrays:
 
     def write(self, conn: Connection, rows: list[tuple]) -> tuple[int, int, Counter[int]]:
         """Store the raw reports and advance their deliveries; return (stored, applied, revised)."""
+        # Everything that does not need the locked rows is prepared before taking them: other
+        # workers wait for those locks, so the less done while holding them the better.
         keys = sorted({row[:2] for row in rows})
+        raw = [self._raw(row) for row in rows]
+        # One UPDATE changes a row at most once: step k takes each delivery's k-th report of the
+        # batch, so a delivery's reports apply in arrival order, as they would one by one.
+        steps: list[tuple[list[tuple[int, str]], list[tuple]]] = []
+        seen: Counter[tuple[int, str]] = Counter()
+        for row in rows:
+            key = row[:2]
+            k = seen[key]
+            seen[key] += 1
+            if k == len(steps):
+                steps.append(([], []))
+            steps[k][0].append(key)
+            steps[k][1].append(self._step(row))
         ids: dict[tuple[int, str], int] = {}
         no_report: set[tuple[int, str]] = set()
         for occurrence_id, device_id, delivery_id, state in conn.exec_driver_sql(
@@ -599,25 +614,30 @@ class _Arrays:
             ids[(occurrence_id, device_id)] = delivery_id
             if state == DeliveryState.no_report.value:
                 no_report.add((occurrence_id, device_id))
-        kept = [row for row in rows if row[:2] in ids]
-        if not kept:
+        if not ids:
             return 0, 0, Counter()
+        if len(ids) < len(keys):  # reports for deliveries that do not exist are not stored
+            raw = [r for r, row in zip(raw, rows, strict=True) if row[:2] in ids]
+            steps = [
+                (
+                    [k for k in step_keys if k in ids],
+                    [v for k, v in zip(step_keys, values, strict=True) if k in ids],
+                )
+                for step_keys, values in steps
+            ]
         # Rows locked: `no_report` ones that get a final report below are revised if they change.
-        waiting = {ids[row[:2]] for row in kept if row[:2] in no_report and row[_RANK_AT] == FINAL_RANK}
-        conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, [self._raw(row) for row in kept]))
-        # One UPDATE changes a row at most once: step k takes each delivery's k-th report of the
-        # batch, so a delivery's reports apply in arrival order, as they would one by one.
-        steps: list[list[tuple]] = []
-        seen: Counter[tuple[int, str]] = Counter()
-        for row in kept:
-            k = seen[row[:2]]
-            seen[row[:2]] += 1
-            if k == len(steps):
-                steps.append([])
-            steps[k].append((ids[row[:2]], *self._step(row)))
+        waiting = (
+            {ids[row[:2]] for row in rows if row[:2] in no_report and row[_RANK_AT] == FINAL_RANK}
+            if no_report
+            else set()
+        )
+        conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, raw))
         applied = 0
-        for step in steps:
-            params = _as_arrays(("id", *_STEP_COLUMNS), step)
+        for step_keys, values in steps:
+            if not step_keys:
+                continue
+            params = _as_arrays(_STEP_COLUMNS, values)
+            params["id"] = [ids[k] for k in step_keys]
             params["now"] = rows[0][-1]
             applied += conn.exec_driver_sql(self._advance, params).rowcount
         revised: Counter[int] = Counter()
@@ -628,7 +648,7 @@ class _Arrays:
                     select(t.c.occurrence_id).where(t.c.id.in_(waiting), t.c.state != DeliveryState.no_report)
                 )
             )
-        return len(kept), applied, revised
+        return len(raw), applied, revised
 
 
 _writers: dict[tuple[str, str, str], _RowByRow | _Arrays] = {}
