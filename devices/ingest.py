@@ -1,16 +1,17 @@
 """Report ingestion: speaker messages from MQTT into the database, in batches.
 
-paho's network thread only puts raw messages on a queue; one worker thread parses them and
-writes each batch in one transaction. Nothing a speaker sends can stop the worker: every bad
-message is dropped with a counted, logged reason.
+paho's network thread only appends raw messages to an inbox (a deque: no lock, no wake-up unless
+the worker sleeps); one worker thread takes them in batches, parses them and writes each batch
+in one transaction. Nothing a speaker sends can stop the worker: every bad message is dropped
+with a counted, logged reason.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,12 +32,16 @@ BATCH_MAX = 2000
 FLUSH_INTERVAL_S = 0.05
 # Messages held in memory before new ones are dropped (and counted) rather than exhaust memory.
 QUEUE_MAX = 200_000
+# The idle worker looks at its inbox at least this often (a lost wake-up costs no more).
+IDLE_WAKE_S = 1.0
 
 SUBSCRIPTIONS = (
     protocol.device_topic("+", "report"),
     protocol.device_topic("+", "status"),
     protocol.device_topic("+", "online"),
 )
+
+Message = tuple[str, bytes, datetime]
 
 
 class ReportIngestor:
@@ -50,14 +55,21 @@ class ReportIngestor:
         self._link = link
         self._session_factory = session_factory
         self.shared_group = shared_group
-        self._queue: queue.Queue[tuple[str, bytes, datetime] | None] = queue.Queue(QUEUE_MAX)
+        # Appended by paho's thread only, taken by the worker only: deque's append and popleft
+        # are atomic, so the hot path takes no lock.
+        self._inbox: deque[Message] = deque()
+        self._wake = threading.Event()
+        self._sleeping = False  # the worker waits on _wake; set it after appending
+        self._stopping = False
         self._thread: threading.Thread | None = None
+        self._accepted = 0  # messages put in the inbox (paho's thread)
+        self._handled = 0  # messages written or dropped by the worker
         self._idle = threading.Condition()
-        self._pending = 0
         self.counts: Counter[str] = Counter()
 
     def start(self) -> None:
         """Subscribe and start the worker thread."""
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="report-ingestor", daemon=True)
         self._thread.start()
         for topic in SUBSCRIPTIONS:
@@ -66,56 +78,73 @@ class ReportIngestor:
     def stop(self) -> None:
         """Write what is queued, then stop the worker."""
         if self._thread is not None:
-            self._queue.put(None)
+            self._stopping = True
+            self._wake.set()
             self._thread.join(timeout=10)
             self._thread = None
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything received so far is written; False on timeout."""
+        target = self._accepted
+        self._wake.set()
         with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+            return self._idle.wait_for(lambda: self._handled >= target, timeout)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        with self._idle:
-            self._pending += 1
-        try:
-            self._queue.put_nowait((topic, payload, utcnow()))
-        except queue.Full:
-            self._done(1)
+        if len(self._inbox) >= QUEUE_MAX:
             self.counts["dropped_queue_full"] += 1
             log.error("ingest queue full; dropped a message on %s", topic)
+            return
+        self._inbox.append((topic, payload, utcnow()))
+        self._accepted += 1
+        if self._sleeping:
+            self._wake.set()
 
-    def _done(self, n: int) -> None:
-        with self._idle:
-            self._pending -= n
-            self._idle.notify_all()
+    def _sleep(self, timeout: float) -> None:
+        """Wait until a message arrives, stop() or flush() is called, or timeout passes."""
+        self._wake.clear()
+        self._sleeping = True
+        try:
+            if not self._inbox and not self._stopping:  # checked after _sleeping is visible
+                self._wake.wait(timeout)
+        finally:
+            self._sleeping = False
+
+    def _take(self) -> list[Message]:
+        """The next batch: what is waiting, plus what arrives within FLUSH_INTERVAL_S of the first
+        message, up to BATCH_MAX; empty only when stopping with nothing left."""
+        inbox = self._inbox
+        while not inbox:
+            if self._stopping:
+                return []
+            self._sleep(IDLE_WAKE_S)
+        batch: list[Message] = []
+        deadline = time.monotonic() + FLUSH_INTERVAL_S
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(inbox.popleft())
+                continue
+            except IndexError:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping:
+                break
+            self._sleep(left)
+        return batch
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
+        while True:
+            batch = self._take()
+            if not batch:
                 break
-            batch = [item]
-            deadline = utcnow().timestamp() + FLUSH_INTERVAL_S
-            while len(batch) < BATCH_MAX:
-                timeout = deadline - utcnow().timestamp()
-                try:
-                    item = (
-                        self._queue.get(timeout=max(timeout, 0)) if timeout > 0 else self._queue.get_nowait()
-                    )
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
             try:
                 self._write_batch(batch)
             finally:
-                self._done(len(batch))
+                with self._idle:
+                    self._handled += len(batch)
+                    self._idle.notify_all()
 
-    def _write_batch(self, batch: list[tuple[str, bytes, datetime]]) -> None:
+    def _write_batch(self, batch: list[Message]) -> None:
         """Parse a batch and store it in one transaction; if that fails, store each message in its
         own, so one message the database refuses cannot cost other speakers their reports."""
         parsed = self._parse(batch)
@@ -137,7 +166,7 @@ class ReportIngestor:
                 self.counts["write_errors"] += 1
                 log.warning("could not store a speaker message (%s): %s", single.describe(), exc)
 
-    def _parse(self, batch: list[tuple[str, bytes, datetime]]) -> _Parsed:
+    def _parse(self, batch: list[Message]) -> _Parsed:
         parsed = _Parsed()
         for topic, payload, arrived in batch:
             self.counts["received"] += 1
