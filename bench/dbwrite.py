@@ -19,6 +19,8 @@ Measured, batch by batch and interleaved so both sides see the same machine:
   (same columns and index), one transaction per batch: `sqlite3` on SQLite; psycopg executemany
   and psycopg COPY on PostgreSQL. Its rows are tuples ready in the database's own format before
   its clock starts (the writer's clock covers everything it does with the report objects).
+  The goal (>= 0.2x) is judged against executemany; COPY is printed beside it as the ceiling of
+  a bare bulk load, without a goal.
 
 Afterwards every delivery is compared with what the rules say it must be (state, received_at,
 playing_at, finished_at, seconds_played, error), and the writer's applied/stale counts and the
@@ -431,9 +433,12 @@ def main(argv: list[str] | None = None) -> int:
             unit="rows/s",
             baseline_what=f"{baseline.what}, one transaction per batch",
             baseline=len(reports) / seconds,
-            goal_ratio=GOAL_RATIO,
+            # The goal is set against executemany (the baseline: the driver's own batch
+            # insert of the same rows). COPY on PostgreSQL is printed as the ceiling of a bare
+            # bulk load, which a writer that also moves each delivery cannot approach; no goal.
+            goal_ratio=GOAL_RATIO if i == 0 else None,
         )
-        for baseline, seconds in zip(baselines, baseline_s, strict=True)
+        for i, (baseline, seconds) in enumerate(zip(baselines, baseline_s, strict=True))
     ]
     states = Counter(row[0] for row in expected.deliveries.values())
     by_state = ", ".join(f"{state} {n:,}" for state, n in sorted(states.items()))

@@ -26,9 +26,9 @@ def _assert_figures(out: str, baselines: list[str]) -> None:
     )
     for baseline in baselines:
         assert any(line.startswith(f"baseline, {baseline}") and "rows/s" in line for line in lines), out
-    assert sum(line.startswith("ratio ") and "goal: ratio >= 0.200x" in line for line in lines) == len(
-        baselines
-    )
+    # Judged against executemany (the first baseline); COPY is printed as the ceiling, no goal.
+    assert sum(line.startswith("ratio ") and "goal: ratio >= 0.200x" in line for line in lines) == 1
+    assert sum(line.startswith("ratio ") and "goal: -" in line for line in lines) == len(baselines) - 1
     assert "checked: every delivery as the rules say" in out
 
 
