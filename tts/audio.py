@@ -338,17 +338,10 @@ def _parse_integrated(result: subprocess.CompletedProcess[bytes], program: str) 
 
 
 def integrated_loudness(segment: AudioSegment) -> float | None:
-    """EBU R128 integrated loudness (LUFS) of a mono segment; None when it is (near) silent."""
-    args = [
-        AudioSegment.converter, "-hide_banner", "-nostdin", "-nostats",
-        "-f", f"s{segment.sample_width * 8}le", "-ar", str(segment.frame_rate), "-ch_layout", "mono",
-        "-i", "pipe:0", "-af", "ebur128=framelog=verbose", "-f", "null", "-",
-    ]  # fmt: skip
-    try:
-        result = _run_with_pcm(args, segment.raw_data)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AudioError(f"cannot measure loudness with {args[0]}: {exc}") from exc
-    return _parse_integrated(result, args[0])
+    """EBU R128 integrated loudness (LUFS) of a segment; None when it is (near) silent."""
+    with LoudnessMeter(frame_rate=segment.frame_rate, sample_width=segment.sample_width) as meter:
+        meter.feed(segment)
+        return meter.result()
 
 
 def _run_with_pcm(args: list[str], pcm: bytes) -> subprocess.CompletedProcess[bytes]:

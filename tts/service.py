@@ -396,7 +396,9 @@ async def _speak_pieces(
         for i, task in enumerate(tasks):
             segment = await asyncio.shield(task)  # its failure is the group's; do not cancel it from here
             if meter is None:
-                meter = await asyncio.to_thread(audio.LoudnessMeter, frame_rate=segment.frame_rate)
+                # Started here, not in a worker thread: one cancelled while starting it would
+                # leave an ffmpeg nobody closes.
+                meter = audio.LoudnessMeter(frame_rate=segment.frame_rate)
             if i:
                 await asyncio.to_thread(meter.feed_silence, gap_ms)
             await asyncio.to_thread(meter.feed, segment)
