@@ -88,12 +88,9 @@ def test_each_assembly_choice_is_its_own_cache_entry(
     assert not any(r.cached for r in first)
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng, no ffmpeg: a synthesis would fail
-    started = time.perf_counter()
     again = [speak(db, settings, **v) for v in variants]
-    elapsed = time.perf_counter() - started
     assert all(r.cached for r in again)
     assert [r.asset.id for r in again] == [r.asset.id for r in first]
-    assert elapsed < 0.5
 
 
 @pytest.mark.parametrize(
