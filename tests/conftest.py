@@ -34,3 +34,21 @@ def _edge_offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     edge.reset_health()
     voices.reset()
+
+
+# Tests that take both a database and a broker run on two of the four pairs: SQLite with the
+# embedded broker (the demo's set-up) and PostgreSQL with Mosquitto (production's). Each backend
+# and each broker is still exercised by every such test; the crossed pairs added ~2 minutes to the
+# suite and no failure of their own.
+_PAIRS = {("sqlite", "embedded"), ("postgresql", "mosquitto")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        pair = (params.get("database_url"), params.get("broker_url"))
+        (drop if None not in pair and pair not in _PAIRS else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
