@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, case, func, literal_column, select
+from sqlalchemy import Select, String, bindparam, func, literal_column, select, type_coerce
 from sqlalchemy.orm import Session
 
 from core.models import Region
@@ -27,70 +27,68 @@ _D = Delivery.__table__
 _R = Region.__table__
 
 
-def _level_key(code: str, level: str) -> str:
-    if level == "township":
-        return code[:9] + "000"
-    if level == "county":
-        return code[:6] + "000000"
-    return code
-
-
-def _per_village_statement():
+def _statement(level: str):
     """One row per area of the occurrences' deliveries: a count per state, how many speakers
-    acknowledged, and the area's region (name, level, population; NULL for an unknown code).
+    acknowledged, the village's region (level and population; NULL for an unknown code), and the
+    area at `level` it belongs to (code, and name when that region exists).
 
-    Built once (the statement is cached compiled) and run on the Core connection: per call, the
-    ORM's result handling and the coercion of a few hundred region codes in an IN list cost several
-    times what the database spends on one broadcast (measured with 10,000,000 deliveries).
+    Built once per level (compiled once) and run on the Core connection: per call, the ORM's
+    result handling and binding a few hundred region codes in an IN list had cost more than the
+    database spent on the broadcast (measured with 10,000,000 deliveries).
     """
     counts = [
-        # the state constants are written into the SQL: no parameters to bind per call
-        func.sum(case((_D.c.state == literal_column(f"'{state}'"), 1), else_=0)).label(state)
+        # count(*) FILTER (WHERE ...): SQLite >= 3.30 and PostgreSQL; a third faster on PostgreSQL
+        # than sum(CASE ...). The state constants are written into the SQL: nothing to bind per call.
+        func.count().filter(_D.c.state == literal_column(f"'{state}'")).label(state)
         for state in STATES
     ]
     per_area = (
-        select(
-            _D.c.area_code,
-            func.sum(case((_D.c.received_at.is_not(None), 1), else_=0)).label("acknowledged"),
-            *counts,
-        )
+        select(_D.c.area_code, func.count(_D.c.received_at).label("acknowledged"), *counts)
         .where(_D.c.occurrence_id.in_(bindparam("occurrence_ids", expanding=True)))
         .group_by(_D.c.area_code)
         .subquery("per_area")
     )
-    return select(per_area, _R.c.name, _R.c.level, _R.c.population).select_from(
-        per_area.outerjoin(_R, _R.c.code == per_area.c.area_code)
-    )
+    village = _R.alias("village")
+    code = per_area.c.area_code
+    # the area at `level`: the village code's first 9 (township) or 6 (county) digits, padded
+    if level == "township":
+        key = func.substr(code, 1, 9, type_=String) + literal_column("'000'", String)
+    elif level == "county":
+        key = func.substr(code, 1, 6, type_=String) + literal_column("'000000'", String)
+    else:
+        key = code
+    area = _R.alias("area")
+    return select(
+        per_area, type_coerce(village.c.level, String), village.c.population, key.label("key"), area.c.name
+    ).select_from(per_area.outerjoin(village, village.c.code == code).outerjoin(area, area.c.code == key))
 
 
-_PER_AREA = _per_village_statement()
-_NAMES = select(_R.c.code, _R.c.name).where(_R.c.code.in_(bindparam("codes", expanding=True)))
+_STATEMENTS: dict[str, Select] = {}
 
 
 def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "township") -> dict:
     """Totals and a per-area breakdown (at `level`) for the deliveries of some occurrences."""
-    conn = session.connection()
-    rows = conn.execute(_PER_AREA, {"occurrence_ids": list(occurrence_ids)}).all()
-
-    totals = dict.fromkeys(STATES, 0)
-    acknowledged = population_targeted = population_reached = 0
+    statement = _STATEMENTS.get(level)
+    if statement is None:
+        statement = _STATEMENTS[level] = _statement(level)
+    # (area_code, acknowledged, a count per state in STATES order, village level, population,
+    #  code and name of the area at `level`)
+    rows = session.connection().execute(statement, {"occurrence_ids": list(occurrence_ids)}).all()
+    n = len(STATES)
+    # Totals column by column (in C), then one pass over the areas for the breakdown.
+    columns = zip(*(row[2 : 2 + n] for row in rows), strict=True)
+    totals = dict(zip(STATES, map(sum, columns), strict=True)) if rows else dict.fromkeys(STATES, 0)
+    acknowledged = sum(row[1] for row in rows)
+    population_targeted = population_reached = 0
     by_area: dict[str, dict] = {}
-    village_level = level == "village"
-    n_states = len(STATES)
-    played_at, failed_at, no_report_at = (STATES.index(s) for s in ("played", "failed", "no_report"))
-    for area_code, acknowledged_here, *rest in rows:
-        counts = rest[:n_states]
-        name, region_level, population = rest[n_states:]
-        for i, n in enumerate(counts):
-            totals[STATES[i]] += n
-        targeted = sum(counts)
-        acknowledged += acknowledged_here
-        key = area_code if village_level else _level_key(area_code, level)
+    played_at, failed_at, no_report_at = (2 + STATES.index(s) for s in ("played", "failed", "no_report"))
+    for row in rows:
+        key = row[4 + n]
         entry = by_area.get(key)
         if entry is None:
             entry = by_area[key] = {
                 "code": key,
-                "name": (name or key) if village_level else key,
+                "name": row[5 + n] or key,
                 "level": level,
                 "targeted": 0,
                 "played": 0,
@@ -99,20 +97,18 @@ def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "town
                 "population": 0,
                 "population_reached": 0,
             }
-        played = counts[played_at]
-        entry["targeted"] += targeted
+        played = row[played_at]
+        entry["targeted"] += sum(row[2 : 2 + n])
         entry["played"] += played
-        entry["failed"] += counts[failed_at]
-        entry["no_report"] += counts[no_report_at]
-        pop = (population or 0) if region_level == "village" else 0
-        entry["population"] += pop
-        population_targeted += pop
-        if played > 0:
-            entry["population_reached"] += pop
-            population_reached += pop
-    if not village_level and by_area:
-        for code, name in conn.execute(_NAMES, {"codes": list(by_area)}):
-            by_area[code]["name"] = name
+        entry["failed"] += row[failed_at]
+        entry["no_report"] += row[no_report_at]
+        if row[2 + n] == "village":
+            pop = row[3 + n] or 0
+            entry["population"] += pop
+            population_targeted += pop
+            if played > 0:
+                entry["population_reached"] += pop
+                population_reached += pop
     for entry in by_area.values():
         entry["reach_rate"] = round(entry["played"] / entry["targeted"], 4) if entry["targeted"] else 0.0
 
