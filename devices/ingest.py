@@ -15,14 +15,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from core.db import session_scope
 from devices import fleet, protocol
 from devices import service as device_service
-from devices.models import Device
 from devices.transport import Link, shared
 
 log = logging.getLogger(__name__)
@@ -203,17 +201,8 @@ class ReportIngestor:
 
     def _store(self, parsed: _Parsed) -> None:
         with session_scope(self._session_factory) as session:
-            if parsed.online:
-                # One query loads every device whose flag changed; set_online then finds them in
-                # the session instead of asking the database once per speaker.
-                session.scalars(select(Device).where(Device.id.in_(list(parsed.online)))).all()
             result = device_service.apply_reports(session=session, reports=parsed.reports)
-            unknown_online = 0
-            for device_id, (is_online, at) in parsed.online.items():
-                if not device_service.set_online(
-                    session=session, device_id=device_id, online=is_online, at=at
-                ):
-                    unknown_online += 1
+            unknown_online = device_service.set_online_many(session=session, flags=parsed.online)
             status_applied, status_unknown = fleet.apply_statuses(session=session, statuses=parsed.statuses)
         # counted only once the transaction committed
         self.counts["unknown_device"] += unknown_online + status_unknown + result.unknown_device

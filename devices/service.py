@@ -50,6 +50,7 @@ from devices.models import (
     DeliverySettlement,
     DeliveryState,
     Device,
+    DeviceStatus,
 )
 from devices.models import (
     Report as ReportRow,
@@ -209,6 +210,30 @@ def set_online(*, session: Session, device_id: str, online: bool, at: datetime) 
         fleet.record_online_change(session=session, device=device, online=online, at=at)
     device.last_seen_at = at
     return True
+
+
+def set_online_many(*, session: Session, flags: Mapping[str, tuple[bool, datetime]]) -> int:
+    """Record many speakers' online flags (device id -> (online, when)), as set_online does one;
+    return how many devices were unknown.
+
+    One query loads the devices, the flush writes them, and the history rows of the transitions
+    go in as one multi-row INSERT (the ORM inserts them one by one on SQLite, to read back ids).
+    """
+    if not flags:
+        return 0
+    devices = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(list(flags))))}
+    history = []
+    for device_id, (online, at) in flags.items():
+        device = devices.get(device_id)
+        if device is None:
+            continue
+        if device.online != online or device.online_changed_at is None:
+            device.online, device.online_changed_at = online, at
+            history.append(fleet.online_change_row(device=device, online=online, at=at))
+        device.last_seen_at = at
+    if history:
+        session.execute(insert(DeviceStatus), history)
+    return len(flags) - len(devices)
 
 
 @dataclass

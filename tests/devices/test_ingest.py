@@ -8,13 +8,14 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from sqlalchemy import select
+from sqlalchemy import event, select
 
+from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel
 from devices import protocol
 from devices import service as device_service
-from devices.ingest import ReportIngestor
+from devices.ingest import ReportIngestor, _Parsed
 from devices.models import Delivery, Device
 from devices.transport import MqttLink, parse_broker_url
 
@@ -226,3 +227,24 @@ def test_a_batch_the_database_refuses_is_stored_message_by_message(
         assert s.get(Device, "sp-b").online is True
     pub.loop_stop()
     pub.disconnect()
+
+
+def test_a_batch_of_online_flags_costs_a_few_statements_not_one_per_speaker(engine, session_factory):
+    """50 speakers come online in one batch: their devices are loaded by one query and written by
+    one flush, however many there are (each set_online used to load its device again)."""
+    with session_scope(session_factory) as s:
+        s.add(Region(code="341225100201", name="张庄村", level=RegionLevel.village))
+        s.flush()
+        for n in range(50):
+            device_service.register(session=s, device_id=f"on-{n}", name=f"on-{n}", area_code="341225100201")
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    at = utcnow()
+    ingestor = ReportIngestor(link=None, session_factory=session_factory)
+    ingestor._store(_Parsed(online={f"on-{n}": (True, at) for n in range(50)}))
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, selects
+    assert len(statements) <= 5, statements  # the load, the devices' UPDATE, the history INSERT(s)
+    with session_factory() as s:
+        devices = s.scalars(select(Device).where(Device.id.like("on-%"))).all()
+        assert len(devices) == 50 and all(d.online and d.online_changed_at == at for d in devices)
