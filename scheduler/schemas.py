@@ -52,7 +52,11 @@ class BroadcastCreate(BaseModel):
     areas: list[str] = Field(default_factory=list, description="12-digit area codes; everything under them.")
     devices: list[str] = Field(default_factory=list, description="Extra speaker ids.")
     start_at: AwareDatetime | None = Field(
-        default=None, description="One airing, ISO 8601 with offset; absent (and no recurrence): now."
+        default=None,
+        description=(
+            "One airing, ISO 8601 with offset; absent (and no recurrence): as soon as it can go out, "
+            "now plus the lead time (CUNXIANG_SCHEDULER_LEAD_TIME_S) the speakers get to wake."
+        ),
     )
     recurrence: RecurrenceIn | None = Field(default=None, description="Or a repeating schedule.")
     priority: Priority | None = Field(
