@@ -27,7 +27,7 @@ _D = Delivery.__table__
 _R = Region.__table__
 
 
-def _statement(level: str):
+def _statement(level: str) -> Select:
     """One row per area of the occurrences' deliveries: a count per state, how many speakers
     acknowledged, the village's region (level and population; NULL for an unknown code), and the
     area at `level` it belongs to (code, and name when that region exists).
@@ -68,9 +68,10 @@ _STATEMENTS: dict[str, Select] = {}
 
 def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "township") -> dict:
     """Totals and a per-area breakdown (at `level`) for the deliveries of some occurrences."""
-    statement = _STATEMENTS.get(level)
+    kind = level if level in ("township", "county") else "village"  # any other level: by area code
+    statement = _STATEMENTS.get(kind)
     if statement is None:
-        statement = _STATEMENTS[level] = _statement(level)
+        statement = _STATEMENTS[kind] = _statement(kind)
     # (area_code, acknowledged, a count per state in STATES order, village level, population,
     #  code and name of the area at `level`)
     rows = session.connection().execute(statement, {"occurrence_ids": list(occurrence_ids)}).all()
