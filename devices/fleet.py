@@ -164,7 +164,8 @@ def _record_results(
 
 
 def online_change_row(*, device: Device, online: bool, at: datetime) -> dict:
-    """The history row (DeviceStatus columns) for an online/offline transition."""
+    """The history row (DeviceStatus columns) for an online/offline transition (so "offline since"
+    has a record)."""
     return {
         "device_id": device.id,
         "received_at": at,
@@ -176,11 +177,6 @@ def online_change_row(*, device: Device, online: bool, at: datetime) -> dict:
         "clock_offset_s": device.clock_offset_s,
         "rejected_total": device.rejected_total or 0,
     }
-
-
-def record_online_change(*, session: Session, device: Device, online: bool, at: datetime) -> None:
-    """A history row for an online/offline transition (so "offline since" has a record)."""
-    session.add(DeviceStatus(**online_change_row(device=device, online=online, at=at)))
 
 
 # ---------------------------------------------------------------- alarms

@@ -202,19 +202,13 @@ def _upsert(session: Session) -> Callable:
 
 def set_online(*, session: Session, device_id: str, online: bool, at: datetime) -> bool:
     """Record a speaker's online flag; False when the device is unknown."""
-    device = session.get(Device, device_id)
-    if device is None:
-        return False
-    if device.online != online or device.online_changed_at is None:
-        device.online, device.online_changed_at = online, at
-        fleet.record_online_change(session=session, device=device, online=online, at=at)
-    device.last_seen_at = at
-    return True
+    return set_online_many(session=session, flags={device_id: (online, at)}) == 0
 
 
 def set_online_many(*, session: Session, flags: Mapping[str, tuple[bool, datetime]]) -> int:
-    """Record many speakers' online flags (device id -> (online, when)), as set_online does one;
-    return how many devices were unknown.
+    """Record speakers' online flags (device id -> (online, when)); return how many devices were
+    unknown. A transition (or a first flag) sets `online_changed_at` and adds a history row (so
+    "offline since" has a record); every flag sets `last_seen_at`.
 
     One query loads the devices, the flush writes them, and the history rows of the transitions
     go in as one multi-row INSERT (the ORM inserts them one by one on SQLite, to read back ids).
