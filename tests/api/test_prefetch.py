@@ -14,6 +14,18 @@ from tests.live import LiveServer, LiveSpeakers, free_port, server_keys
 VILLAGE = "341225100201"
 
 
+def _reach_when(client, broadcast_id: int, figure: str, value: int, *, timeout: float) -> dict:
+    """Poll the broadcast's reach until `figure` is `value`; the reach then, or fail with it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reach = client.get(f"/api/v1/broadcasts/{broadcast_id}/reach").json()
+        if reach[figure] == value or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert reach[figure] == value, reach
+    return reach
+
+
 def test_prefetched_airing_is_on_the_speakers_long_before_it_starts(
     tmp_path, sqlite_url, embedded_broker_url
 ):
@@ -42,24 +54,12 @@ def test_prefetched_airing_is_on_the_speakers_long_before_it_starts(
         bid = r.json()["id"]
         # Without prefetch the command would leave 1 s (lead time) before start; with it, at once.
         # Polled rather than slept: synthesis and dispatch take longer on a busy machine.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            early = c.get(f"/api/v1/broadcasts/{bid}/reach").json()
-            if early["received"] == 2:
-                break
-            time.sleep(0.1)
-        assert early["received"] == 2, early  # both speakers hold it and wait for start_at
+        _reach_when(c, bid, "received", 2, timeout=10)  # both hold it, waiting for start_at
         assert datetime.now(UTC) < start - timedelta(seconds=4), "held only shortly before start"
         occ = c.get(f"/api/v1/broadcasts/{bid}/occurrences").json()["items"][0]
         assert occ["status"] == "dispatched"
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            reach = c.get(f"/api/v1/broadcasts/{bid}/reach").json()
-            if reach["played"] == 2:
-                break
-            time.sleep(0.25)
-        assert reach["played"] == 2, reach
+        _reach_when(c, bid, "played", 2, timeout=30)
         played = c.get(f"/api/v1/broadcasts/{bid}/deliveries").json()["items"]
         for d in played:
             began = datetime.fromisoformat(d["playing_at"].replace("Z", "+00:00"))
