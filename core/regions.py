@@ -93,6 +93,43 @@ def parent_of(code: str) -> str | None:
     return None
 
 
+def township_of(code: str) -> str:
+    """The township code holding a township or village code (a county code is returned as is)."""
+    if validate_code(code) is RegionLevel.county:
+        return code
+    return code[:9] + "000"
+
+
+def county_of(code: str) -> str:
+    """The county code holding any code."""
+    validate_code(code)
+    return code[:6] + "000000"
+
+
+def at_level(code: str, level: RegionLevel | str) -> str:
+    """The area at `level` holding `code` (or `code` itself when it is at that level or above)."""
+    level = RegionLevel(level)
+    if level is RegionLevel.county:
+        return county_of(code)
+    if level is RegionLevel.township and validate_code(code) is RegionLevel.village:
+        return township_of(code)
+    return code
+
+
+def narrowest_common(codes: Iterable[str]) -> str | None:
+    """The narrowest county, township or village code holding every code (None: several counties)."""
+    codes = list(dict.fromkeys(codes))
+    if not codes:
+        return None
+    if len(codes) == 1:
+        return codes[0]
+    if len({township_of(c) for c in codes}) == 1 and level_of(codes[0]) is not RegionLevel.county:
+        return township_of(codes[0])
+    if len({county_of(c) for c in codes}) == 1:
+        return county_of(codes[0])
+    return None
+
+
 def chain(code: str) -> list[str]:
     """The codes from the county down to `code` itself, e.g. [county, township, village]."""
     codes = [code]

@@ -33,6 +33,16 @@ class StoredFile:
     size_bytes: int
 
 
+def media_path(sha256: str) -> str:
+    """The server path an asset is served at (api/routes/system.py): ``/media/<sha256>.mp3``."""
+    return f"/media/{sha256}{SUFFIX}"
+
+
+def media_url(base_url: str, sha256: str) -> str:
+    """The absolute URL speakers download an asset from: the public base URL plus `media_path`."""
+    return base_url.rstrip("/") + media_path(sha256)
+
+
 def is_sha256(value: str) -> bool:
     """Whether value is a lowercase hex SHA-256 (64 characters), safe to use as a file name."""
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
