@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import errors
 from api.routes import broadcasts, devices, fleet, playlists, regions, reports, schedule, system
 from api.routes import tts as speech_routes
 from api.services import Services
@@ -39,5 +40,6 @@ def create_app(
     for module in (system, regions, fleet, devices, broadcasts, playlists, schedule, reports):
         app.include_router(module.router)
     app.include_router(speech_routes.router)
+    errors.install(app)
     install_web(app)  # the console, public village pages and static files
     return app

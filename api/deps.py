@@ -1,7 +1,9 @@
-"""Typed dependencies, defined once: settings, services, database session, current user."""
+"""Typed dependencies, defined once: settings, services, database session, current user, and what
+use cases need from the running server (the job planner, the command sender)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -10,11 +12,16 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from api.services import Services
-from core import auth, regions
+from core import access, auth
+from core.errors import NotFound, Unavailable
 from core.models import Role, User
 from core.settings import Settings
 from devices import service as device_service
+from devices.commands import CommandSender
 from devices.models import Device
+from scheduler.planner import JobPlanner
+
+log = logging.getLogger(__name__)
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token")
 
@@ -34,20 +41,33 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:
+    """One session per request. It never commits: the use case (a `flows` function) owns the
+    transaction; what is left uncommitted when the request ends is rolled back, and said so."""
     session = services.session_factory()
     try:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        if session.new or session.dirty or session.deleted:
+            log.warning("request left uncommitted changes; rolled back (a door changed data outside a flow)")
     finally:
         session.close()
 
 
-# scope="function": commit before the response is sent, so a client's next request sees the change
-# (the default, "request", would commit only after the response has gone out).
+# scope="function": the session is closed before the response is sent.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_planner(services: ServicesDep) -> JobPlanner:
+    return services.runner
+
+
+def get_sender(services: ServicesDep) -> CommandSender:
+    if services.sender is None:
+        raise Unavailable("the speaker link is not up yet", reason="link")
+    return services.sender
+
+
+PlannerDep = Annotated[JobPlanner, Depends(get_planner)]
+SenderDep = Annotated[CommandSender, Depends(get_sender)]
 
 _UNAUTHORIZED = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED,
@@ -73,14 +93,10 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 def require_roles(*roles: Role):
-    """A dependency that lets only these roles (and admin) through."""
+    """A dependency that lets only these roles (and admin) through (core.access, as the flows do)."""
 
     def check(user: CurrentUser) -> User:
-        if user.role != Role.admin and user.role not in roles:
-            raise HTTPException(
-                status_code=status.HTTP_403_FORBIDDEN,
-                detail=f"role {user.role} may not do this; needs one of: admin, {', '.join(roles)}",
-            )
+        access.require_role(user, *roles)
         return user
 
     return check
@@ -96,10 +112,7 @@ def area_in_scope(user: User, area: str | None) -> str | None:
     absent, the user's own area (None for an unbound user: everywhere)."""
     if area is None:
         return user.area_code
-    if user.area_code and not regions.is_under(area, user.area_code):
-        raise HTTPException(
-            status_code=status.HTTP_403_FORBIDDEN, detail=f"area {area} is outside your area {user.area_code}"
-        )
+    access.require_area(user, area)
     return area
 
 
@@ -107,10 +120,6 @@ def device_in_scope(session: Session, user: User, device_id: str) -> Device:
     """The speaker (404 if unknown) if it lies in the user's area (403 otherwise)."""
     device = device_service.get(session=session, device_id=device_id)
     if device is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no device {device_id}")
-    if user.area_code and not regions.is_under(device.area_code, user.area_code):
-        raise HTTPException(
-            status_code=status.HTTP_403_FORBIDDEN,
-            detail=f"device {device_id} is outside your area {user.area_code}",
-        )
+        raise NotFound(f"no device {device_id}")
+    access.require_area(user, device.area_code, what="device", name=device_id)
     return device

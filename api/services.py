@@ -17,13 +17,13 @@ from api import migrate
 from core import auth
 from core.db import make_engine, make_session_factory
 from core.settings import Settings
-from devices import commands as device_commands
 from devices import keys as device_keys
+from devices.commands import CommandSender
 from devices.fleet import AlarmRules
 from devices.ingest import ReportIngestor
 from devices.monitor import FleetMonitor
 from devices.transport import MqttLink
-from scheduler import runtime
+from scheduler.jobs import JobContext
 from scheduler.runner import SchedulerRunner
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Services:
     broker: object | None = None
     broker_url: str = ""
     link: MqttLink | None = None
+    sender: CommandSender | None = None
     ingestor: ReportIngestor | None = None
     runner: SchedulerRunner | None = None
     simulator: subprocess.Popen | None = None
@@ -57,7 +58,7 @@ class Services:
         self.engine = make_engine(url, echo=settings.database.echo)
         self.session_factory = make_session_factory(self.engine)
         self.token_secret = settings.auth.secret_key or auth.load_or_create_secret(settings.data_dir)
-        device_commands.install_signer(device_keys.load_or_create(settings.data_dir).signer())
+        signer = device_keys.load_or_create(settings.data_dir).signer()
 
         if settings.mqtt.url:
             self.broker_url = settings.mqtt.url
@@ -80,6 +81,7 @@ class Services:
             key_file=settings.devices.tls_key_file,
         )
         await asyncio.to_thread(self.link.connect)
+        self.sender = CommandSender(link=self.link, signer=signer)
         if settings.devices.ingest_in_server:
             self.ingestor = ReportIngestor(
                 link=self.link,
@@ -89,13 +91,13 @@ class Services:
             self.ingestor.start()
         self.runner = SchedulerRunner(
             engine=self.engine,
-            rt=runtime.Runtime(settings=settings, session_factory=self.session_factory, link=self.link),
+            context=JobContext(settings=settings, session_factory=self.session_factory, sender=self.sender),
         )
         self.runner.start()
         d = settings.devices
         self.monitor = FleetMonitor(
             session_factory=self.session_factory,
-            link=self.link,
+            sender=self.sender,
             rules=AlarmRules(d.offline_alarm_s, d.clock_drift_alarm_s, d.failure_alarm_count),
             interval_s=d.monitor_interval_s,
             sync_interval_s=d.sync_interval_s,

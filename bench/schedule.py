@@ -59,11 +59,11 @@ from core import regions  # noqa: E402
 from core.db import make_engine, make_session_factory, session_scope  # noqa: E402
 from core.models import Region, RegionLevel  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from devices import commands as device_commands  # noqa: E402
 from devices import keys as device_keys  # noqa: E402
 from devices import service as device_service  # noqa: E402
+from devices.commands import CommandSender  # noqa: E402
 from devices.transport import LinkError, MqttLink  # noqa: E402
-from scheduler import runtime  # noqa: E402
+from scheduler.jobs import JobContext  # noqa: E402
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, Priority  # noqa: E402
 from scheduler.runner import JOB_DEFAULTS, SchedulerRunner  # noqa: E402
 from tts.models import AudioAsset  # noqa: E402
@@ -247,9 +247,9 @@ class GcPauses:
         gc.callbacks.remove(self)
 
 
-async def _start(engine, settings: Settings, factory, link) -> tuple[SchedulerRunner, float]:
+async def _start(engine, settings: Settings, factory, sender) -> tuple[SchedulerRunner, float]:
     runner = SchedulerRunner(
-        engine=engine, rt=runtime.Runtime(settings=settings, session_factory=factory, link=link)
+        engine=engine, context=JobContext(settings=settings, session_factory=factory, sender=sender)
     )
     started = time.perf_counter()
     runner.start()
@@ -302,7 +302,7 @@ async def _measure(
     window = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=args.delay)
     await asyncio.to_thread(_broadcasts, url, n, asset_id, villages, pattern, window, args.burst)
     # Commands are signed as in the server (the key is made in the throwaway data dir).
-    device_commands.install_signer(device_keys.load_or_create(work).signer())
+    signer = device_keys.load_or_create(work).signer()
     engine = make_engine(url)
     factory = make_session_factory(engine)
     inner = None
@@ -313,11 +313,12 @@ async def _measure(
         except LinkError as exc:
             raise Unavailable(f"cannot reach the MQTT broker {args.broker}: {exc}") from exc
     link = RecordingLink(inner)
+    sender = CommandSender(link=link, signer=signer)
     try:
-        runner, cold = await _start(engine, settings, factory, link)
+        runner, cold = await _start(engine, settings, factory, sender)
         jobs = runner.job_count()
         await _stop(runner)
-        runner, warm = await _start(engine, settings, factory, link)
+        runner, warm = await _start(engine, settings, factory, sender)
         with factory() as s:
             occurrences = s.query(Occurrence).count()
         run = SizeRun(n=n, cold_s=cold, warm_s=warm, occurrences=occurrences, jobs=jobs)

@@ -84,3 +84,17 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[None]:
+    """Commit what the block changed in `session`, or roll it all back when the block raises.
+
+    The use cases (`*/flows.py`) own their transaction with this; services only flush.
+    """
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from core import regions
 from core.clock import utcnow
+from core.errors import InvalidInput, NotFound
 from core.models import Region, RegionLevel
-from devices import commands as device_commands
 from devices import protocol
+from devices.commands import CommandSender
 from devices.models import (
     FINAL_STATES,
     AlarmKind,
@@ -28,7 +29,6 @@ from devices.models import (
     DeviceCommandResult,
     DeviceStatus,
 )
-from devices.transport import Link
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,11 @@ FAILURE_LOOKBACK = timedelta(days=2)
 COMMAND_TYPES = ("set_volume", "test_tone", "stop", "sync")
 
 
-class FleetError(ValueError):
-    """A fleet request that cannot be carried out; the text says why."""
+class FleetError(InvalidInput):
+    """An operator command that cannot be built as asked; `field` names the offending input."""
+
+    def __init__(self, message: str, *, field: str = "type") -> None:
+        super().__init__(field, message)
 
 
 # ---------------------------------------------------------------- status ingestion
@@ -342,7 +345,7 @@ def health(
     else:
         region = session.get(Region, area_code)
         if region is None:
-            raise FleetError(f"unknown area code {area_code}")
+            raise NotFound(f"unknown area code {area_code}")
         root = AreaHealth(code=region.code, name=region.name, level=region.level.value)
         depth = len(regions.chain(area_code))
     query = select(
@@ -393,7 +396,7 @@ def build_command(kind: str, params: Mapping[str, object]) -> protocol.AnyComman
     try:
         return protocol.command_from({"type": kind, **{k: v for k, v in params.items() if v is not None}})
     except protocol.ProtocolError as exc:
-        raise FleetError(str(exc)) from None
+        raise FleetError(str(exc), field="params") from None
 
 
 def record_command(
@@ -412,12 +415,12 @@ def record_command(
         raise FleetError("give exactly one of device_id and area_code")
     if device_id is not None:
         if session.get(Device, device_id) is None:
-            raise FleetError(f"no device {device_id}")
+            raise NotFound(f"no device {device_id}")
         topic, targeted, scope, target = protocol.device_topic(device_id, "cmd"), 1, "device", device_id
     else:
         assert area_code is not None
         if session.get(Region, area_code) is None:
-            raise FleetError(f"unknown area code {area_code}")
+            raise NotFound(f"unknown area code {area_code}")
         topic, scope, target = protocol.area_command_topic(area_code), "area", area_code
         targeted = session.scalar(
             select(func.count()).where(Device.area_code.startswith(regions.code_prefix(area_code)))
@@ -432,9 +435,9 @@ def record_command(
     return row, topic
 
 
-def publish_command(*, link: Link, command: protocol.AnyCommand, topic: str) -> None:
-    """Sign and publish a recorded command (LinkError / SigningKeyMissing when it cannot be sent)."""
-    device_commands.publish(link=link, topics=[topic], payload=device_commands.encode_command(command))
+def publish_command(*, sender: CommandSender, command: protocol.AnyCommand, topic: str) -> None:
+    """Sign and publish a recorded command (LinkError when it cannot be sent)."""
+    sender.send(command, [topic])
 
 
 @dataclass

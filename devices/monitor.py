@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import session_scope
-from devices import commands as device_commands
 from devices import fleet, protocol
-from devices.transport import Link, LinkError
+from devices.commands import CommandSender
+from devices.transport import LinkError
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ class FleetMonitor:
         self,
         *,
         session_factory: sessionmaker[Session],
-        link: Link,
+        sender: CommandSender,
         rules: fleet.AlarmRules,
         interval_s: float,
         sync_interval_s: float,
     ) -> None:
         self._session_factory = session_factory
-        self._link = link
+        self._sender = sender
         self.rules = rules
         self.interval_s = interval_s
         self.sync_interval_s = sync_interval_s
@@ -42,7 +42,7 @@ class FleetMonitor:
         self._last_sync = float("-inf")
         self._counties: list[str] = []
         self.runs = 0
-        listeners = getattr(link, "reconnect_listeners", None)
+        listeners = getattr(sender.link, "reconnect_listeners", None)
         if listeners is not None:
             listeners.append(self._on_reconnect)
 
@@ -93,7 +93,6 @@ class FleetMonitor:
         self._last_sync = time.monotonic()
         topics = [protocol.area_command_topic(code) for code in counties]
         try:
-            payload = device_commands.encode_command(protocol.SyncCommand(reports_since=reports_since))
-            device_commands.publish(link=self._link, topics=topics, payload=payload)
-        except (LinkError, device_commands.SigningKeyMissing) as exc:
+            self._sender.send(protocol.SyncCommand(reports_since=reports_since), topics)
+        except LinkError as exc:
             log.warning("periodic sync not sent: %s", exc)

@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from core.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 # Seconds to wait for the first CONNACK before `connect()` gives up.
@@ -32,8 +34,11 @@ KEEPALIVE_S = 30
 Handler = Callable[[str, bytes], None]
 
 
-class LinkError(RuntimeError):
+class LinkError(Unavailable):
     """The broker could not be reached or refused a publish."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="link")
 
 
 class Link(Protocol):
@@ -284,3 +289,30 @@ class MqttLink:
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         log.debug("unrouted message on %s", message.topic)
+
+
+class MemoryLink:
+    """A `Link` in memory: what is published is recorded and handed at once to matching subscribers.
+
+    For use-case tests that need no broker (the real-broker tests cover the transport itself).
+    Set `connected = False` to make every publish fail as a broker outage would.
+    """
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+        self.connected = True
+        self._subscriptions: list[tuple[str, Handler]] = []
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        if not self.connected:
+            raise LinkError(f"publish to {topic} failed: not connected (memory link)")
+        self.published.append((topic, payload))
+        for pattern, handler in list(self._subscriptions):
+            if mqtt.topic_matches_sub(pattern, topic):
+                handler(topic, payload)
+
+    def subscribe(self, topic: str, handler: Handler, *, qos: int = 1) -> None:
+        self._subscriptions.append((topic, handler))
+
+    def close(self) -> None:
+        self.connected = False

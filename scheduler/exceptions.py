@@ -1,24 +1,27 @@
-"""Errors of the scheduling domain."""
+"""Errors of the scheduling domain, in the one family (core.errors)."""
 
 from __future__ import annotations
 
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 
-class BroadcastError(ValueError):
+# The family's classes under the names this domain has always used.
+InvalidState = Conflict
+__all__ = ["BroadcastError", "Conflict", "Forbidden", "InvalidInput", "InvalidState", "NotFound",
+           "QuietHoursRefusal"]  # fmt: skip
+
+
+class BroadcastError(InvalidInput):
     """A broadcast request that cannot be accepted; `field` names the offending input."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
+class QuietHoursRefusal(BroadcastError):
+    """Routine airings that fall in quiet hours: `count` of them, `listed` spelled out (local times)."""
 
-class NotFound(LookupError):
-    """No such broadcast or occurrence."""
-
-
-class Forbidden(PermissionError):
-    """The user may not act on these areas."""
-
-
-class InvalidState(RuntimeError):
-    """The action does not fit the broadcast's state (e.g. approving a draft)."""
+    def __init__(self, field: str, *, count: int, listed: str) -> None:
+        super().__init__(
+            field,
+            f"{count} airing(s) fall in quiet hours, when only emergency broadcasts may air: {listed}",
+            reason="quiet_hours",
+        )
+        self.count = count
+        self.listed = listed

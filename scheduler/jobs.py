@@ -1,4 +1,9 @@
-"""APScheduler job functions, referenced by text ("scheduler.jobs:...") and taking only primitives.
+"""APScheduler job functions, referenced by text ("scheduler.jobs:...") and stored with primitives only.
+
+APScheduler's persistent store keeps a job as a text reference plus its arguments, so a job cannot
+carry live objects. Its dependencies come as its first argument instead: the runner's executor
+(`scheduler.runner.ContextExecutor`) calls every job of this module as ``job(context, *args)``
+with the `JobContext` the runner was built with — database, settings and the command sender.
 
 The runner gives each distinct instant one job, not each occurrence: airings due together (the
 07:00 slot across a county) are dispatched as one batch, and occurrences whose reports close
@@ -8,50 +13,57 @@ together are closed together. The instant travels as ISO 8601 text, exact to the
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
 
-from scheduler import runtime
-from scheduler import service as scheduler_service
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings
+from devices.commands import CommandSender
+from scheduler import dispatch
 
 
-async def dispatch_due(at: str) -> None:
+@dataclass(frozen=True)
+class JobContext:
+    """What jobs need at run time: given to every job of this module by the runner's executor."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    sender: CommandSender
+
+
+async def dispatch_due(ctx: JobContext, at: str) -> None:
     """Publish the play commands of every occurrence whose dispatch time has come by `at`."""
-    rt = runtime.current()
     await asyncio.to_thread(
-        scheduler_service.dispatch_due,
-        session_factory=rt.session_factory,
-        link=rt.link,
-        settings=rt.settings,
+        dispatch.dispatch_due,
+        session_factory=ctx.session_factory,
+        sender=ctx.sender,
+        settings=ctx.settings,
         at=datetime.fromisoformat(at),
     )
 
 
-async def close_due(at: str) -> None:
+async def close_due(ctx: JobContext, at: str) -> None:
     """At a reporting deadline `at`, settle every occurrence whose deadline it is."""
-    rt = runtime.current()
     await asyncio.to_thread(
-        scheduler_service.close_due, session_factory=rt.session_factory, deadline=datetime.fromisoformat(at)
+        dispatch.close_due, session_factory=ctx.session_factory, deadline=datetime.fromisoformat(at)
     )
 
 
 # Jobs of one occurrence each, as versions before batching stored them: still run after an upgrade.
 
 
-async def dispatch_occurrence(occurrence_id: int) -> None:
+async def dispatch_occurrence(ctx: JobContext, occurrence_id: int) -> None:
     """Publish one occurrence's play commands."""
-    rt = runtime.current()
     await asyncio.to_thread(
-        scheduler_service.dispatch,
-        session_factory=rt.session_factory,
-        link=rt.link,
-        settings=rt.settings,
+        dispatch.dispatch,
+        session_factory=ctx.session_factory,
+        sender=ctx.sender,
+        settings=ctx.settings,
         occurrence_id=occurrence_id,
     )
 
 
-async def close_occurrence(occurrence_id: int) -> None:
+async def close_occurrence(ctx: JobContext, occurrence_id: int) -> None:
     """At the reporting deadline, settle every delivery of one occurrence."""
-    rt = runtime.current()
-    await asyncio.to_thread(
-        scheduler_service.close, session_factory=rt.session_factory, occurrence_id=occurrence_id
-    )
+    await asyncio.to_thread(dispatch.close, session_factory=ctx.session_factory, occurrence_id=occurrence_id)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core import regions
 from core.clock import utcnow
+from core.errors import InvalidInput
 from core.models import User
 from core.settings import Settings
 from scheduler.models import QuietHours
@@ -55,11 +56,11 @@ class Window:
 
 
 def parse_time(value: str, field: str) -> time:
-    """`HH:MM` to a time, or ValueError naming the field."""
+    """`HH:MM` to a time, or InvalidInput naming the field."""
     try:
         parsed = time.fromisoformat(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{field}: not a time of day (HH:MM): {value!r}") from None
+        raise InvalidInput(field, f"not a time of day (HH:MM): {value!r}") from None
     return parsed.replace(second=0, microsecond=0, tzinfo=None)
 
 

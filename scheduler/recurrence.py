@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule
 
+from core.errors import InvalidInput
+
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 # Zone transitions repeat yearly: checking this far ahead finds every one an open-ended rule meets.
 PROBLEM_SCAN = timedelta(days=2 * 366)
@@ -37,13 +39,8 @@ _RRULE_FREQ = {Freq.once: rrule.DAILY, Freq.daily: rrule.DAILY, Freq.weekly: rru
                Freq.monthly: rrule.MONTHLY}  # fmt: skip
 
 
-class RecurrenceError(ValueError):
-    """A rule that cannot be accepted; `field` names the offending part."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class RecurrenceError(InvalidInput):
+    """A rule that cannot be accepted; `field` names the offending part (relative to the rule)."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """The one scheduler runner: APScheduler 3.x on the asyncio loop, jobs kept in the database.
 
 Only near-term work is an APScheduler job: recurring broadcasts live in our own tables and are
-expanded into occurrences over a rolling horizon (`service.extend_horizon`); occurrences whose
+expanded into occurrences over a rolling horizon (`planning.extend_horizon`); occurrences whose
 dispatch falls within `JOB_WINDOW` are covered by a dispatch job and a close job. A planner tick
 every `PLAN_INTERVAL_S` rolls both forward. So start-up and memory grow with what airs soon, not
 with the number of broadcasts times their airings.
 
 Jobs are per instant, not per occurrence: one dispatch job per distinct dispatch time
-(`dispatch@<instant>`) publishes every occurrence due by then as one batch (`service.dispatch_due`:
+(`dispatch@<instant>`) publishes every occurrence due by then as one batch (`dispatch.dispatch_due`:
 one transaction to prepare, the commands highest priority first, one to record), and one close
 job per distinct reporting deadline (`close@<instant>`). Programmes cluster at 07:00, 12:00 and
 18:30; a county's 07:00 slot is one job, not hundreds.
@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -43,23 +45,24 @@ from sqlalchemy import Engine, select
 
 from core.clock import utcnow
 from core.db import session_scope
-from scheduler import runtime
-from scheduler import service as scheduler_service
+from scheduler import planning
+from scheduler.jobs import JobContext
 from scheduler.lock import LockLost, RunnerLock
 from scheduler.models import Occurrence, OccurrenceStatus
-from scheduler.service import dispatch_ahead
+from scheduler.planning import dispatch_ahead
 
 log = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
-DISPATCH_JOB = "scheduler.jobs:dispatch_due"
-CLOSE_JOB = "scheduler.jobs:close_due"
+JOBS_MODULE = "scheduler.jobs"
+DISPATCH_JOB = f"{JOBS_MODULE}:dispatch_due"
+CLOSE_JOB = f"{JOBS_MODULE}:close_due"
 # Jobs always run, however late: the job itself decides whether it is too late to air
-# (see service.dispatch_due and settings.scheduler.late_start_s), so nothing airs hours late
+# (see dispatch.dispatch_due and settings.scheduler.late_start_s), so nothing airs hours late
 # and nothing is silently dropped.
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 # An instant's job re-added while its batch still runs (an airing approved for that very instant)
-# must run too, not be skipped as a second instance: batches queue on the service's lock.
+# must run too, not be skipped as a second instance: batches queue on the dispatch lock.
 INSTANT_JOB_INSTANCES = 16
 # Occurrences get APScheduler jobs once their dispatch is this close (must exceed PLAN_INTERVAL_S).
 JOB_WINDOW = timedelta(minutes=10)
@@ -77,19 +80,54 @@ def instant_job_id(kind: str, at: datetime) -> str:
     return f"{kind}@{at.astimezone(UTC).isoformat()}"
 
 
-class SchedulerRunner:
-    """Owns the AsyncIOScheduler. Start it inside the running event loop."""
+class _WithContext:
+    """A stored job as the executor runs it: its function with the runner's JobContext first."""
 
-    def __init__(self, *, engine: Engine, rt: runtime.Runtime) -> None:
-        self._rt = rt
+    def __init__(self, job, context: JobContext) -> None:
+        self._job = job
+        self.func = functools.partial(job.func, context)
+
+    def __getattr__(self, name: str):
+        return getattr(self._job, name)
+
+    def __str__(self) -> str:
+        return str(self._job)
+
+
+class ContextExecutor(AsyncIOExecutor):
+    """The asyncio executor, handing every job of `scheduler.jobs` its dependencies as first argument.
+
+    Stored jobs keep only their text reference and primitive arguments (APScheduler pickles them);
+    this is where they meet the live objects, passed in explicitly by whoever builds the runner.
+    """
+
+    def __init__(self, context: JobContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def _do_submit_job(self, job, run_times):
+        if getattr(job, "func_ref", "").startswith(f"{JOBS_MODULE}:"):
+            job = _WithContext(job, self.context)
+        return super()._do_submit_job(job, run_times)
+
+
+class SchedulerRunner:
+    """Owns the AsyncIOScheduler. Start it inside the running event loop.
+
+    It is the use cases' `JobPlanner` (`schedule` / `unschedule`), and its jobs get `context`.
+    """
+
+    def __init__(self, *, engine: Engine, context: JobContext) -> None:
+        self._ctx = context
         self._lock = RunnerLock(engine)
         self._scheduler = AsyncIOScheduler(
             jobstores={
                 "default": SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE),
                 "memory": MemoryJobStore(),  # the planner tick: recreated at every start
             },
+            executors={"default": ContextExecutor(context)},
             job_defaults=JOB_DEFAULTS,
-            timezone=rt.settings.scheduler.timezone,
+            timezone=context.settings.scheduler.timezone,
         )
         # Ids of the instant jobs waiting in the store (refreshed at each planner tick); a job leaves
         # it when submitted, so an airing added for that instant afterwards gets a job of its own.
@@ -124,7 +162,6 @@ class SchedulerRunner:
 
     def start(self) -> None:
         """Take the runner lock and start, or stand by; either way keep competing for the lock."""
-        runtime.install(self._rt)
         self._loop = asyncio.get_running_loop()
         if self._lock.acquire():
             self._activate()
@@ -196,7 +233,7 @@ class SchedulerRunner:
             log.exception("planning occurrences %s from another process failed", occurrence_ids)
 
     def _load(self, occurrence_ids: list[int]) -> list[Occurrence]:
-        with self._rt.session_factory() as session:
+        with self._ctx.session_factory() as session:
             return list(session.scalars(select(Occurrence).where(Occurrence.id.in_(occurrence_ids))).all())
 
     def _step_down(self, reason: str) -> None:
@@ -212,12 +249,12 @@ class SchedulerRunner:
         self._add_jobs(occurrences)
 
     def _collect(self) -> list[Occurrence]:
-        settings = self._rt.settings
-        with session_scope(self._rt.session_factory) as session:
-            scheduler_service.extend_horizon(session=session, settings=settings)
+        settings = self._ctx.settings
+        with session_scope(self._ctx.session_factory) as session:
+            planning.extend_horizon(session=session, settings=settings)
         ahead = dispatch_ahead(settings.scheduler)
-        with self._rt.session_factory() as session:
-            return scheduler_service.due_occurrences(session=session, until=utcnow() + ahead + JOB_WINDOW)
+        with self._ctx.session_factory() as session:
+            return planning.due_occurrences(session=session, until=utcnow() + ahead + JOB_WINDOW)
 
     def _add_jobs(self, occurrences: Iterable[Occurrence]) -> int:
         self._jobs = {job.id for job in self._scheduler.get_jobs(jobstore="default")}
@@ -245,7 +282,6 @@ class SchedulerRunner:
             self._scheduler.shutdown(wait=False)
         self.active = False
         self._lock.release()
-        runtime.install(None)
 
     def schedule(self, occ: Occurrence) -> int:
         """Make sure the jobs of its dispatch instant and its deadline exist, if it is due soon.
@@ -253,7 +289,7 @@ class SchedulerRunner:
         Returns 1 when a dispatch job covers the occurrence now. On a stand-by: tell the active
         runner (another process) to plan it now.
         """
-        dispatch_at = occ.start_at - dispatch_ahead(self._rt.settings.scheduler)
+        dispatch_at = occ.start_at - dispatch_ahead(self._ctx.settings.scheduler)
         if occ.status == OccurrenceStatus.scheduled and dispatch_at > utcnow() + JOB_WINDOW:
             return 0  # the planner tick adds it when it comes near
         if occ.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched):
@@ -297,9 +333,9 @@ class SchedulerRunner:
         occurrence_ids = list(occurrence_ids)
         if not self.active or not occurrence_ids:
             return
-        with self._rt.session_factory() as session:
-            starts = scheduler_service.vacated_starts(session=session, occurrence_ids=occurrence_ids)
-        ahead = dispatch_ahead(self._rt.settings.scheduler)
+        with self._ctx.session_factory() as session:
+            starts = planning.vacated_starts(session=session, occurrence_ids=occurrence_ids)
+        ahead = dispatch_ahead(self._ctx.settings.scheduler)
         for start in starts:
             job_id = instant_job_id("dispatch", start - ahead)
             with contextlib.suppress(JobLookupError):

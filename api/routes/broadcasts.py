@@ -1,147 +1,42 @@
-"""Broadcasts: create, the approval flow (submit, approve, reject, cancel), occurrences, reach."""
+"""Broadcasts: create, the approval flow (submit, approve, reject, cancel), occurrences, reach.
+
+Each action parses, calls one use case of `scheduler.flows`, and renders; refusals are the error
+family, answered by api/errors.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Body, Query, status
 
-from api.deps import CurrentUser, ServicesDep, SessionDep, SettingsDep, require_roles
+from api.deps import CurrentUser, PlannerDep, SenderDep, SessionDep, SettingsDep
 from api.routes.common import Limit, Offset, Page
-from core.clock import utcnow
-from core.models import Role, User
 from devices import service as device_service
 from devices.schemas import DeliveryRead
-from devices.transport import LinkError
-from playlists.service import PlaylistError
-from scheduler import audit
-from scheduler import service as scheduler_service
-from scheduler.exceptions import BroadcastError, Forbidden, InvalidState, NotFound
-from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus
-from scheduler.schemas import AuditRead, BroadcastCreate, BroadcastRead, ConflictRead, OccurrenceRead, Review
-from tts.audio import AudioError
-from tts.engines import EngineError
-from tts.exceptions import SpeechInputError
-from tts.text import TextError
+from scheduler import audit, flows, view
+from scheduler.access import visible_broadcast
+from scheduler.lifecycle import AUDIT_TYPE
+from scheduler.models import BroadcastStatus
+from scheduler.schemas import AuditRead, BroadcastCreate, BroadcastRead, OccurrenceRead, Review
 
 router = APIRouter(prefix="/api/v1/broadcasts", tags=["broadcasts"])
 
-Author = Annotated[User, Depends(require_roles(Role.staff, Role.approver))]
-Approver = Annotated[User, Depends(require_roles(Role.approver))]
-# Occurrences embedded in a broadcast; the rest at /occurrences.
-EMBEDDED_OCCURRENCES = 20
-T = TypeVar("T")
-
-
-def field_error(field: str, message: str) -> HTTPException:
-    """422 in FastAPI's shape, naming the field."""
-    return HTTPException(
-        status_code=422,
-        detail=[{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}],
-    )
-
-
-def guarded(call: Callable[[], T]) -> T:
-    """Run a service call, mapping domain errors to HTTP answers."""
-    try:
-        return call()
-    except BroadcastError as exc:
-        raise field_error(exc.field, exc.message) from None
-    except PlaylistError as exc:
-        raise field_error(exc.field, exc.message) from None
-    except TextError as exc:
-        raise field_error("text", str(exc)) from None
-    except SpeechInputError as exc:  # voice, rate, ...: the speech settings of `text`
-        raise field_error(f"speech.{exc.field}", exc.message) from None
-    except ValueError as exc:  # the speech engine's own parameter checks (rate)
-        raise field_error("speech.rate", str(exc)) from None
-    except Forbidden as exc:
-        raise HTTPException(status_code=403, detail=str(exc)) from None
-    except NotFound as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
-    except InvalidState as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
-    except (EngineError, AudioError) as exc:
-        raise HTTPException(status_code=503, detail=f"speech synthesis failed: {exc}") from None
-
-
-def load(session: Session, broadcast_id: int, user: User) -> Broadcast:
-    """The broadcast, if the user may see it (404 / 403 otherwise)."""
-    broadcast = guarded(lambda: scheduler_service.get_broadcast(session=session, broadcast_id=broadcast_id))
-    if not scheduler_service.can_see(user=user, broadcast=broadcast):
-        raise HTTPException(
-            status_code=403, detail=f"broadcast {broadcast_id} is outside your area {user.area_code}"
-        )
-    return broadcast
-
-
-def read(session: Session, broadcast: Broadcast, *, with_conflicts: bool = False) -> BroadcastRead:
-    """The API view: the broadcast, its nearest occurrences, next airings, and (asked) conflicts."""
-    now = utcnow()
-    query = select(Occurrence).where(Occurrence.broadcast_id == broadcast.id)
-    if broadcast.recurrence:
-        query = query.where(
-            or_(
-                Occurrence.start_at >= now - timedelta(hours=1),
-                Occurrence.status.in_([OccurrenceStatus.scheduled, OccurrenceStatus.dispatched]),
-            )
-        )
-    occurrences = session.scalars(query.order_by(Occurrence.start_at).limit(EMBEDDED_OCCURRENCES)).all()
-    view = BroadcastRead.model_validate(broadcast, from_attributes=True).model_copy(
-        update={
-            "occurrences": [OccurrenceRead.model_validate(o) for o in occurrences],
-            "next_airings": scheduler_service.next_airings(broadcast=broadcast, now=now),
-        }
-    )
-    if with_conflicts and broadcast.status in (
-        BroadcastStatus.draft, BroadcastStatus.submitted, BroadcastStatus.approved, BroadcastStatus.scheduled
-    ):  # fmt: skip
-        found = scheduler_service.conflicts_of(session=session, broadcast=broadcast, now=now)
-        view.conflicts = [ConflictRead(**c) for c in found]
-    return view
-
-
-def plan_jobs(services, broadcast: Broadcast, occurrences) -> None:
-    for occ in occurrences:
-        services.runner.schedule(occ)
+OptionalReview = Annotated[Review | None, Body()]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_broadcast(
-    body: BroadcastCreate, session: SessionDep, settings: SettingsDep, services: ServicesDep, user: Author
+    body: BroadcastCreate, session: SessionDep, settings: SettingsDep, planner: PlannerDep, user: CurrentUser
 ) -> BroadcastRead:
     """Make a broadcast (a notice with its `speech` settings, a playlist, or an audio asset aired as
     it is; once or recurring) and, unless `submit` is false, submit it. An approver's (or admin's)
     own routine broadcast is approved at once; anything else waits for an approver, and an
     emergency always for a second person."""
-    broadcast = guarded(
-        lambda: scheduler_service.create_broadcast(
-            session=session,
-            settings=settings,
-            user=user,
-            title=body.title,
-            text=body.text,
-            speech=body.speech,
-            playlist_id=body.playlist_id,
-            asset_id=body.asset_id,
-            areas=body.areas,
-            devices=body.devices,
-            start_at=body.start_at,
-            recurrence_spec=body.recurrence.model_dump(mode="json") if body.recurrence else None,
-            priority=body.priority,
-            volume=body.volume,
-            late_start_s=body.late_start_s,
-            submit=body.submit,
-            comment=body.comment,
-        )
+    broadcast = flows.create_broadcast(
+        session=session, settings=settings, planner=planner, user=user, broadcast_in=body
     )
-    session.commit()  # the dispatch job must find it
-    plan_jobs(services, broadcast, broadcast.occurrences)
-    return read(session, broadcast, with_conflicts=True)
+    return view.broadcast_view(session=session, broadcast=broadcast, with_conflicts=True)
 
 
 @router.get("")
@@ -155,16 +50,15 @@ def list_broadcasts(
     offset: Offset = 0,
 ) -> Page[BroadcastRead]:
     """Broadcasts, newest first (within the user's area)."""
-    items, total = scheduler_service.list_broadcasts(
-        session=session, user=user, status=status, limit=limit, offset=offset
-    )
-    return Page(items=[read(session, b) for b in items], total=total)
+    items, total = view.list_broadcasts(session=session, user=user, status=status, limit=limit, offset=offset)
+    return Page(items=[view.broadcast_view(session=session, broadcast=b) for b in items], total=total)
 
 
 @router.get("/{broadcast_id}")
 def get_broadcast(broadcast_id: int, session: SessionDep, user: CurrentUser) -> BroadcastRead:
     """One broadcast with its nearest occurrences, next airings and current conflicts."""
-    return read(session, load(session, broadcast_id, user), with_conflicts=True)
+    broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
+    return view.broadcast_view(session=session, broadcast=broadcast, with_conflicts=True)
 
 
 @router.post("/{broadcast_id}/submit")
@@ -172,20 +66,16 @@ def submit(
     broadcast_id: int,
     session: SessionDep,
     settings: SettingsDep,
-    services: ServicesDep,
-    user: Author,
-    body: Annotated[Review | None, Body()] = None,
+    planner: PlannerDep,
+    user: CurrentUser,
+    body: OptionalReview = None,
 ) -> BroadcastRead:
     """Draft -> submitted (audio fixed now; refused with the offending times if in quiet hours)."""
-    broadcast = load(session, broadcast_id, user)
-    guarded(
-        lambda: scheduler_service.submit_broadcast(
-            session=session, settings=settings, user=user, broadcast=broadcast, comment=body and body.comment
-        )
-    )
-    session.commit()
-    plan_jobs(services, broadcast, broadcast.occurrences)
-    return read(session, broadcast, with_conflicts=True)
+    broadcast = flows.submit_broadcast(
+        session=session, settings=settings, planner=planner, user=user, broadcast_id=broadcast_id,
+        comment=body and body.comment,
+    )  # fmt: skip
+    return view.broadcast_view(session=session, broadcast=broadcast, with_conflicts=True)
 
 
 @router.post("/{broadcast_id}/approve")
@@ -193,58 +83,42 @@ def approve(
     broadcast_id: int,
     session: SessionDep,
     settings: SettingsDep,
-    services: ServicesDep,
-    user: Approver,
-    body: Annotated[Review | None, Body()] = None,
+    planner: PlannerDep,
+    user: CurrentUser,
+    body: OptionalReview = None,
 ) -> BroadcastRead:
     """Submitted -> approved -> scheduled. Emergency: never by its own creator."""
-    broadcast = load(session, broadcast_id, user)
-    planned = guarded(
-        lambda: scheduler_service.approve_broadcast(
-            session=session, settings=settings, user=user, broadcast=broadcast, comment=body and body.comment
-        )
-    )
-    session.commit()
-    plan_jobs(services, broadcast, planned)
-    return read(session, broadcast, with_conflicts=True)
+    broadcast = flows.approve_broadcast(
+        session=session, settings=settings, planner=planner, user=user, broadcast_id=broadcast_id,
+        comment=body and body.comment,
+    )  # fmt: skip
+    return view.broadcast_view(session=session, broadcast=broadcast, with_conflicts=True)
 
 
 @router.post("/{broadcast_id}/reject")
-def reject(broadcast_id: int, body: Review, session: SessionDep, user: Approver) -> BroadcastRead:
+def reject(broadcast_id: int, body: Review, session: SessionDep, user: CurrentUser) -> BroadcastRead:
     """Submitted -> rejected; `comment` (the reason) is required."""
-    broadcast = load(session, broadcast_id, user)
-    guarded(
-        lambda: scheduler_service.reject_broadcast(
-            session=session, user=user, broadcast=broadcast, comment=body.comment
-        )
+    broadcast = flows.reject_broadcast(
+        session=session, user=user, broadcast_id=broadcast_id, comment=body.comment
     )
-    return read(session, broadcast)
+    return view.broadcast_view(session=session, broadcast=broadcast)
 
 
 @router.post("/{broadcast_id}/cancel")
 def cancel(
     broadcast_id: int,
     session: SessionDep,
-    services: ServicesDep,
+    planner: PlannerDep,
+    sender: SenderDep,
     user: CurrentUser,
-    body: Annotated[Review | None, Body()] = None,
+    body: OptionalReview = None,
 ) -> BroadcastRead:
     """Stop future airings and send `stop` to speakers playing (or about to play) it."""
-    broadcast = load(session, broadcast_id, user)
-    plan = guarded(
-        lambda: scheduler_service.cancel_broadcast(
-            session=session, user=user, broadcast=broadcast, comment=body and body.comment
-        )
-    )
-    session.commit()
-    services.runner.unschedule(plan.cancelled)
-    try:
-        scheduler_service.send_stops(link=services.link, plan=plan)
-    except LinkError as exc:
-        raise HTTPException(
-            status_code=503, detail=f"cancelled, but the stop could not be sent to speakers: {exc}"
-        ) from None
-    return read(session, broadcast)
+    broadcast = flows.cancel_broadcast(
+        session=session, planner=planner, sender=sender, user=user, broadcast_id=broadcast_id,
+        comment=body and body.comment,
+    )  # fmt: skip
+    return view.broadcast_view(session=session, broadcast=broadcast)
 
 
 @router.get("/{broadcast_id}/occurrences")
@@ -252,18 +126,16 @@ def list_occurrences(
     broadcast_id: int, session: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0
 ) -> Page[OccurrenceRead]:
     """Planned occurrences (the rolling horizon), oldest first; later airings are in `next_airings`."""
-    broadcast = load(session, broadcast_id, user)
-    items, total = scheduler_service.list_occurrences(
-        session=session, broadcast=broadcast, limit=limit, offset=offset
-    )
+    broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
+    items, total = view.list_occurrences(session=session, broadcast=broadcast, limit=limit, offset=offset)
     return Page(items=[OccurrenceRead.model_validate(o) for o in items], total=total)
 
 
 @router.get("/{broadcast_id}/history")
 def history(broadcast_id: int, session: SessionDep, user: CurrentUser) -> list[AuditRead]:
     """The audit log of this broadcast: who created, submitted, approved, rejected, cancelled."""
-    broadcast = load(session, broadcast_id, user)
-    entries = audit.history(session=session, object_type=scheduler_service.AUDIT_TYPE, object_id=broadcast.id)
+    broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
+    entries = audit.history(session=session, object_type=AUDIT_TYPE, object_id=broadcast.id)
     return [AuditRead.model_validate(e) for e in entries]
 
 
@@ -278,7 +150,8 @@ def get_reach(
     ] = None,
 ) -> dict:
     """Who was targeted, who played, and the population reached (see docs/reach.md)."""
-    return scheduler_service.reach(session=session, broadcast=load(session, broadcast_id, user), level=level)
+    broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
+    return view.reach(session=session, broadcast=broadcast, level=level)
 
 
 @router.get("/{broadcast_id}/deliveries")
@@ -291,7 +164,7 @@ def list_deliveries(
     offset: Offset = 0,
 ) -> Page[DeliveryRead]:
     """Per-speaker delivery states of a broadcast."""
-    broadcast = load(session, broadcast_id, user)
+    broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
     items, total = device_service.list_deliveries(
         session=session,
         occurrence_ids=[o.id for o in broadcast.occurrences],

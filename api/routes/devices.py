@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 
-from api.deps import CurrentUser, SessionDep, area_in_scope, device_in_scope, require_roles
+from api.deps import CurrentUser, SessionDep, area_in_scope, device_in_scope
 from api.routes.common import Limit, Offset, Page
-from core.models import Role, User
+from devices import flows as device_flows
 from devices import service as device_service
 from devices.schemas import DeviceCreate, DeviceRead
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
-Operator = Annotated[User, Depends(require_roles(Role.operator))]
 
 
 @router.get("")
@@ -39,18 +38,10 @@ def list_devices(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def register_device(body: DeviceCreate, session: SessionDep, user: Operator) -> DeviceRead:
+def register_device(body: DeviceCreate, session: SessionDep, user: CurrentUser) -> DeviceRead:
     """Add (or update) a speaker. Both its new area and, for a known speaker, its current one must
     lie in your area: an operator neither places nor takes away another area's speakers."""
-    area_in_scope(user, body.area_code)
-    if device_service.get(session=session, device_id=body.id) is not None:
-        device_in_scope(session, user, body.id)
-    try:
-        device = device_service.register(
-            session=session, device_id=body.id, name=body.name, area_code=body.area_code, model=body.model
-        )
-    except device_service.DeviceError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    device = device_flows.register_device(session=session, user=user, device_in=body)
     return DeviceRead.model_validate(device)
 
 

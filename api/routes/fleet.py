@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 
-from api.deps import CurrentUser, ServicesDep, SessionDep, area_in_scope, device_in_scope, require_roles
+from api.deps import CurrentUser, SenderDep, SessionDep, area_in_scope, device_in_scope
 from api.routes.common import Limit, Offset, Page
-from core.models import Role, User
-from devices import commands as device_commands
-from devices import credentials, fleet
+from core.errors import NotFound
+from devices import fleet
+from devices import flows as device_flows
 from devices.schemas import (
     AlarmRead,
     AreaCommandCreate,
@@ -25,21 +25,16 @@ from devices.schemas import (
     FleetHealth,
     StatusRead,
 )
-from devices.transport import LinkError
 
 router = APIRouter(prefix="/api/v1/devices", tags=["fleet"])
 
 AreaQuery = Annotated[str | None, Query(pattern=r"^\d{12}$", description="Area code; absent = your area.")]
-Operator = Annotated[User, Depends(require_roles(Role.operator))]
 
 
 @router.get("/health")
 def fleet_health(session: SessionDep, user: CurrentUser, area: AreaQuery = None) -> FleetHealth:
     """Online rate and counts for an area and for each township (of a county) or village (of a township)."""
-    try:
-        total, children = fleet.health(session=session, area_code=area_in_scope(user, area))
-    except fleet.FleetError as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
+    total, children = fleet.health(session=session, area_code=area_in_scope(user, area))
     return FleetHealth(
         area=AreaHealthRead.model_validate(total),
         children=[AreaHealthRead.model_validate(c) for c in children],
@@ -70,7 +65,7 @@ def list_alarms(
 def _outcome(session, command_id: int) -> DeviceCommandRead:
     outcome = fleet.command_outcome(session=session, command_id=command_id)
     if outcome is None:
-        raise HTTPException(status_code=404, detail=f"no command {command_id}")
+        raise NotFound(f"no command {command_id}")
     c = outcome.command
     return DeviceCommandRead(
         id=c.id, cmd_id=c.cmd_id, type=c.type, scope=c.scope, target=c.target, params=c.params,
@@ -81,32 +76,15 @@ def _outcome(session, command_id: int) -> DeviceCommandRead:
     )  # fmt: skip
 
 
-def _send(session, services, user: User, body: DeviceCommandCreate, **target) -> DeviceCommandRead:
-    try:
-        command = fleet.build_command(body.type, body.model_dump(exclude={"type", "area"}))
-        row, topic = fleet.record_command(session=session, command=command, user_id=user.id, **target)
-    except fleet.FleetError as exc:
-        status_code = 404 if str(exc).startswith("no device") else 422
-        raise HTTPException(status_code=status_code, detail=str(exc)) from None
-    session.commit()  # before it leaves: the speakers' answers must find it
-    try:
-        fleet.publish_command(link=services.link, command=command, topic=topic)
-        row.sent = True
-    except (LinkError, device_commands.SigningKeyMissing) as exc:
-        row.error = str(exc)
-        session.commit()
-        raise HTTPException(status_code=503, detail=f"command not sent: {exc}") from None
-    session.commit()
-    return _outcome(session, row.id)
-
-
 @router.post("/commands", status_code=status.HTTP_202_ACCEPTED)
 def send_area_command(
-    body: AreaCommandCreate, session: SessionDep, services: ServicesDep, user: Operator
+    body: AreaCommandCreate, session: SessionDep, sender: SenderDep, user: CurrentUser
 ) -> DeviceCommandRead:
     """Send set_volume, test_tone, stop or sync to every speaker under an area (one signed publish)."""
-    area_in_scope(user, body.area)
-    return _send(session, services, user, body, area_code=body.area)
+    row = device_flows.send_command(
+        session=session, sender=sender, user=user, command_in=body, area_code=body.area
+    )
+    return _outcome(session, row.id)
 
 
 @router.get("/commands/{command_id}")
@@ -120,11 +98,13 @@ def get_command(command_id: int, session: SessionDep, user: CurrentUser) -> Devi
 
 @router.post("/{device_id}/commands", status_code=status.HTTP_202_ACCEPTED)
 def send_device_command(
-    device_id: str, body: DeviceCommandCreate, session: SessionDep, services: ServicesDep, user: Operator
+    device_id: str, body: DeviceCommandCreate, session: SessionDep, sender: SenderDep, user: CurrentUser
 ) -> DeviceCommandRead:
     """Send set_volume, test_tone, stop or sync to one speaker."""
-    device_in_scope(session, user, device_id)
-    return _send(session, services, user, body, device_id=device_id)
+    row = device_flows.send_command(
+        session=session, sender=sender, user=user, command_in=body, device_id=device_id
+    )
+    return _outcome(session, row.id)
 
 
 @router.get("/{device_id}/status-history")
@@ -138,8 +118,7 @@ def status_history(
 
 
 @router.post("/{device_id}/credentials")
-def issue_credentials(device_id: str, session: SessionDep, user: Operator) -> Credentials:
+def issue_credentials(device_id: str, session: SessionDep, user: CurrentUser) -> Credentials:
     """A new MQTT password for the speaker (shown once); regenerate the Mosquitto files afterwards."""
-    device_in_scope(session, user, device_id)
-    username, password = credentials.issue(session=session, device_id=device_id)
+    username, password = device_flows.issue_credentials(session=session, user=user, device_id=device_id)
     return Credentials(device_id=device_id, username=username, password=password)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, File, HTTPException, Response, UploadFil
 from sqlalchemy import select
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_roles
-from api.routes.broadcasts import guarded
 from api.routes.common import Limit, Offset, Page
 from core.models import Role, User
 from playlists import service as playlist_service
@@ -45,8 +44,8 @@ def _asset_read(settings, asset) -> AssetRead:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_playlist(body: PlaylistCreate, session: SessionDep, user: Author) -> PlaylistRead:
     """A new playlist in your area."""
-    playlist = guarded(
-        lambda: playlist_service.create(
+    playlist = (
+        playlist_service.create(
             session=session,
             user=user,
             name=body.name,
@@ -81,8 +80,8 @@ def update_playlist(
     """Change name, items, repeat or gap. Broadcasts already submitted keep the audio they were
     approved with; new submissions use the new version."""
     playlist = _load(session, playlist_id, user)
-    guarded(
-        lambda: playlist_service.update(
+    (
+        playlist_service.update(
             session=session,
             playlist=playlist,
             name=body.name,
@@ -122,7 +121,7 @@ def delete_playlist(playlist_id: int, session: SessionDep, user: Author) -> Resp
 def preview(playlist_id: int, session: SessionDep, settings: SettingsDep, user: Author) -> AssetRead:
     """Assemble the playlist now and return the file to listen to (cached by content)."""
     playlist = _load(session, playlist_id, user)
-    asset = guarded(lambda: playlist_service.assemble(session=session, settings=settings, playlist=playlist))
+    asset = (playlist_service.assemble(session=session, settings=settings, playlist=playlist))
     return _asset_read(settings, asset)
 
 
@@ -135,8 +134,8 @@ def upload_audio(
 ) -> AssetRead:
     """Upload a recording for `audio` items; it is re-encoded to the speakers' MP3 format."""
     data = file.file.read(playlist_service.MAX_UPLOAD_BYTES + 1)
-    asset = guarded(
-        lambda: playlist_service.store_upload(
+    asset = (
+        playlist_service.store_upload(
             session=session, settings=settings, data=data, filename=file.filename or ""
         )
     )

@@ -1,9 +1,10 @@
 """The compose form: what staff type, checked field by field with Chinese messages, then turned
-into the keyword arguments of `scheduler.service.create_broadcast`.
+into the `BroadcastCreate` that `scheduler.flows.create_broadcast` takes (the API's own schema).
 
 The preview button and the submit button read the speech settings through the same
 `ComposeForm.speech`, and the page sends back the id of the asset it played: what was heard is
-what is submitted (see `create_broadcast`'s `previewed_asset_id`)."""
+what is submitted (see `create_broadcast`'s `previewed_asset_id`). A refusal of the use case is
+shown at the control it names, chosen by its type (`form_error`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
+
 from core.clock import utcnow
+from core.errors import CunxiangError, Forbidden, InvalidInput, Unavailable
+from scheduler.exceptions import QuietHoursRefusal
 from scheduler.models import Priority
+from scheduler.schemas import BroadcastCreate
 from tts.audio import MAX_REPEAT
 from tts.engines import RATE_MAX, RATE_MIN
 from tts.schemas import SpeechSettings
@@ -75,8 +81,11 @@ class ComposeForm:
     comment: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
-    def check(self, *, max_chars: int, zone: ZoneInfo, now: datetime | None = None) -> dict | None:
-        """Validate; return create_broadcast's keyword arguments, or None with `errors` filled."""
+    def check(
+        self, *, max_chars: int, zone: ZoneInfo, now: datetime | None = None
+    ) -> tuple[BroadcastCreate, int | None] | None:
+        """Validate; return the broadcast to create and the previewed asset's id, or None with
+        `errors` filled."""
         now = now or utcnow()
         e = self.errors
         title, text = self.title.strip(), self.text.strip()
@@ -109,18 +118,19 @@ class ComposeForm:
         start_at, recurrence = self._schedule(zone, now)
         if e:
             return None
-        return {
-            "title": title,
-            "text": text,
-            "speech": speech,
-            "previewed_asset_id": int(self.previewed_asset_id) if self.previewed_asset_id.isdigit() else None,
-            "areas": list(dict.fromkeys(self.areas)),
-            "start_at": start_at,
-            "recurrence_spec": recurrence,
-            "priority": priority,
-            "volume": volume,
-            "comment": self.comment.strip() or None,
-        }
+        try:
+            broadcast_in = BroadcastCreate(
+                title=title, text=text, speech=speech, areas=list(dict.fromkeys(self.areas)),
+                start_at=start_at, recurrence=recurrence, priority=priority, volume=volume,
+                comment=self.comment.strip() or None,
+            )  # fmt: skip
+        except ValidationError as exc:  # what the checks above let through, in the API's words
+            first = exc.errors()[0]
+            top = str(first["loc"][0]) if first["loc"] else "_"
+            e[top if top in FIELD_LABELS else "_"] = f"{FIELD_LABELS.get(top, '内容')}有误：{first['msg']}"
+            return None
+        previewed = int(self.previewed_asset_id) if self.previewed_asset_id.isdigit() else None
+        return broadcast_in, previewed
 
     def text_error(self, *, max_chars: int) -> str | None:
         """Why the notice text cannot be read out, in Chinese; None when it can."""
@@ -197,21 +207,30 @@ class ComposeForm:
         return None, spec
 
 
-def scheduler_message(field_name: str, message: str) -> tuple[str, str]:
-    """A scheduler error (English, for the API) as (form field, Chinese message)."""
-    top = field_name.split(".", 1)[0]
+def form_error(exc: CunxiangError) -> tuple[str, str]:
+    """A refusal of the create use case as (form control, Chinese message), by its type and field."""
+    if isinstance(exc, Forbidden):
+        if exc.reason == "area":
+            return "areas", "所选区域不在您的管辖范围内。"
+        return "_", "您无权执行此操作。"
+    if isinstance(exc, Unavailable):
+        return "_", f"语音合成失败，请稍后再试（{exc.message}）。"
+    if not isinstance(exc, InvalidInput):
+        return "_", exc.message
+    parts = exc.field.split(".")
+    top = parts[0]
     if top == "speech":  # speech.voice, speech.rate, ...: shown at that control
-        top = field_name.split(".")[1] if "." in field_name else top
+        where = parts[1] if len(parts) > 1 and parts[1] in ("voice", "rate", "repeat") else "voice"
+        return where, f"朗读设置有误：{exc.message}"
+    if top == "text":
+        return "text", f"正文无法朗读：{exc.message}"
     target = {"start_at": "start_local", "recurrence": "times"}.get(top, top)
     if target not in FIELD_LABELS and target not in ("start_local", "times"):
         target = "_"
-    if "quiet hours" in message:
-        count = message.split(" ", 1)[0]
-        listed = message.split(": ", 1)[-1]
-        return target, f"有 {count} 次播出落在静默时段（该时段只允许应急广播）：{listed}"
-    if "in the past" in message or "has passed" in message:
+    if isinstance(exc, QuietHoursRefusal):
+        return target, f"有 {exc.count} 次播出落在静默时段（该时段只允许应急广播）：{exc.listed}"
+    if exc.reason == "past":
         return target, "播出时间已经过去，请选择将来的时间。"
-    if "unknown area" in message:
+    if exc.reason == "unknown_area":
         return "areas", "所选区域不存在，请重新选择。"
-    label = FIELD_LABELS.get(top, "内容")
-    return target, f"{label}有误：{message}"
+    return target, f"{FIELD_LABELS.get(top, '内容')}有误：{exc.message}"

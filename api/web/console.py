@@ -13,21 +13,22 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import ServicesDep, SessionDep, SettingsDep
+from api.deps import PlannerDep, SenderDep, SessionDep, SettingsDep
+from api.errors import status_of
 from api.web import render
-from api.web.compose import EMERGENCY, MODES, RATES, REPEATS, WEEKDAY_KEYS, ComposeForm, scheduler_message
+from api.web.compose import EMERGENCY, MODES, RATES, REPEATS, WEEKDAY_KEYS, ComposeForm, form_error
+from api.web.messages import message_of, page_error
 from api.web.session import Csrf, PageError, WebUser, check_area, home_area, require_role
 from core import regions
 from core.clock import utcnow
+from core.errors import Conflict, CunxiangError, Forbidden, InvalidInput, NotFound
 from core.models import Region, RegionLevel, Role, User
-from devices.transport import LinkError
-from playlists.service import PlaylistError
-from scheduler import audit
-from scheduler import service as scheduler_service
-from scheduler.exceptions import BroadcastError, Forbidden, InvalidState, NotFound
+from scheduler import audit, flows, view
+from scheduler.access import approval_refusal, may_cancel, visible_broadcast
+from scheduler.lifecycle import AUDIT_TYPE
 from scheduler.models import Broadcast, BroadcastStatus
 from tts import service as tts_service
-from tts import voices
+from tts import store, voices
 from tts.audio import AudioError
 from tts.engines import EngineError
 from tts.exceptions import SpeechInputError, SynthesisFailed
@@ -100,18 +101,17 @@ def audio_urls(session: Session, broadcasts) -> dict[int, str]:
     if not ids:
         return {}
     rows = session.execute(select(AudioAsset.id, AudioAsset.sha256).where(AudioAsset.id.in_(ids))).all()
-    return {i: f"/media/{sha}.mp3" for i, sha in rows}
+    return {i: store.media_path(sha) for i, sha in rows}
 
 
 def load_broadcast(session: Session, user: User, broadcast_id: int) -> Broadcast:
     """The broadcast if the user may see it: 404 / 403 pages otherwise."""
     try:
-        broadcast = scheduler_service.get_broadcast(session=session, broadcast_id=broadcast_id)
+        return visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
     except NotFound:
         raise PageError(404, f"没有编号为 {broadcast_id} 的广播。") from None
-    if not scheduler_service.can_see(user=user, broadcast=broadcast):
-        raise PageError(403, f"广播 {broadcast_id} 不在您的管辖范围内。")
-    return broadcast
+    except Forbidden:
+        raise PageError(403, f"广播 {broadcast_id} 不在您的管辖范围内。") from None
 
 
 def describe_schedule(broadcast: Broadcast, zone: ZoneInfo) -> str:
@@ -189,7 +189,7 @@ def compose(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    services: ServicesDep,
+    planner: PlannerDep,
     user: WebUser,
     title: Annotated[str, Form()] = "",
     text: Annotated[str, Form()] = "",
@@ -217,35 +217,19 @@ def compose(
         start_local=start_local, times=times, start_date=start_date, end_date=end_date, weekdays=weekdays,
         priority=priority, volume=volume, comment=comment,
     )  # fmt: skip
-    args = form.check(max_chars=settings.tts.max_chars, zone=_zone(settings))
-    if args is not None:
-        outside = [c for c in args["areas"] if user.area_code and not regions.is_under(c, user.area_code)]
-        if outside:
-            form.errors["areas"] = "所选区域不在您的管辖范围内。"
-    if args is None or form.errors:
+    checked = form.check(max_chars=settings.tts.max_chars, zone=_zone(settings))
+    if checked is None:
         return _compose_page(request, session, settings, user, form, status_code=422)
+    broadcast_in, previewed_asset_id = checked
     try:
-        broadcast = scheduler_service.create_broadcast(session=session, settings=settings, user=user, **args)
-    except (BroadcastError, PlaylistError) as exc:
-        where, message = scheduler_message(exc.field, exc.message)
+        broadcast = flows.create_broadcast(
+            session=session, settings=settings, planner=planner, user=user, broadcast_in=broadcast_in,
+            previewed_asset_id=previewed_asset_id,
+        )  # fmt: skip
+    except CunxiangError as exc:
+        where, message = form_error(exc)
         form.errors[where] = message
-    except TextError as exc:
-        form.errors["text"] = f"正文无法朗读：{exc}"
-    except SpeechInputError as exc:  # e.g. a voice that is no longer offered
-        where = exc.field if exc.field in ("voice", "rate", "repeat") else "voice"
-        form.errors[where] = f"朗读设置有误：{exc}"
-    except Forbidden:
-        form.errors["areas"] = "所选区域不在您的管辖范围内。"
-    except ValueError as exc:  # the engine's own parameter checks
-        form.errors["rate"] = f"语速有误：{exc}"
-    except (SynthesisFailed, EngineError, AudioError) as exc:
-        form.errors["_"] = f"语音合成失败，请稍后再试（{exc}）。"
-    if form.errors:
-        session.rollback()
-        return _compose_page(request, session, settings, user, form, status_code=422)
-    session.commit()  # the dispatch job must find it
-    for occurrence in broadcast.occurrences:
-        services.runner.schedule(occurrence)
+        return _compose_page(request, session, settings, user, form, status_code=status_of(exc))
     return RedirectResponse(f"/console/items/{broadcast.id}?done=created", status_code=303)
 
 
@@ -277,7 +261,7 @@ def preview(
     return JSONResponse(
         {
             "asset_id": asset.id,
-            "url": f"/media/{asset.sha256}.mp3",
+            "url": store.media_path(asset.sha256),
             "duration_ms": asset.duration_ms,
             "engine": asset.engine,
             "voice": asset.voice,
@@ -310,7 +294,7 @@ def items(
             ).all()
         )
     else:
-        found, total = scheduler_service.list_broadcasts(
+        found, total = view.list_broadcasts(
             session=session, user=user, status=status, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
     zone = _zone(request.app.state.services.settings)
@@ -336,14 +320,8 @@ def item(
     done: str | None = None, error: str | None = None,
 ):  # fmt: skip
     broadcast = load_broadcast(session, user, broadcast_id)
-    history = audit.history(session=session, object_type=scheduler_service.AUDIT_TYPE, object_id=broadcast.id)
-    figures = scheduler_service.reach(session=session, broadcast=broadcast)
-    may_cancel = broadcast.status in (
-        BroadcastStatus.draft, BroadcastStatus.submitted, BroadcastStatus.approved, BroadcastStatus.scheduled
-    ) and (
-        broadcast.created_by == user.id
-        or (user.role in (Role.admin, Role.approver))
-    )  # fmt: skip
+    history = audit.history(session=session, object_type=AUDIT_TYPE, object_id=broadcast.id)
+    figures = view.reach(session=session, broadcast=broadcast)
     return render.page(
         request,
         "item.html",
@@ -358,7 +336,7 @@ def item(
         occurrences=broadcast.occurrences[:20],
         schedule=describe_schedule(broadcast, _zone(settings)),
         reach=figures,
-        may_cancel=may_cancel,
+        may_cancel=may_cancel(user=user, broadcast=broadcast),
         done=DONE_MESSAGES.get(done or ""),
         error=error,
     )
@@ -367,27 +345,19 @@ def item(
 @router.post("/items/{broadcast_id}/cancel", dependencies=[Csrf])
 def cancel(
     session: SessionDep,
-    services: ServicesDep,
+    planner: PlannerDep,
+    sender: SenderDep,
     user: WebUser,
     broadcast_id: int,
     comment: Annotated[str, Form()] = "",
 ):
-    broadcast = load_broadcast(session, user, broadcast_id)
     try:
-        plan = scheduler_service.cancel_broadcast(
-            session=session, user=user, broadcast=broadcast, comment=comment.strip() or None
-        )
-    except Forbidden:
-        raise PageError(403, "只有广播的创建人或本辖区审核员可以取消它。") from None
-    except InvalidState:
-        raise PageError(409, "这条广播已经结束，无法取消。") from None
-    session.commit()
-    services.runner.unschedule(plan.cancelled)
-    try:
-        scheduler_service.send_stops(link=services.link, plan=plan)
-    except LinkError as exc:
-        log.error("cancel of broadcast %s: stop not sent: %s", broadcast_id, exc)
-        raise PageError(503, "已取消，但停止指令未能发送到喇叭，请检查消息服务器。") from None
+        flows.cancel_broadcast(
+            session=session, planner=planner, sender=sender, user=user, broadcast_id=broadcast_id,
+            comment=comment.strip() or None,
+        )  # fmt: skip
+    except CunxiangError as exc:
+        raise page_error(exc, {Conflict: "这条广播已经结束，无法取消。"}) from None
     return RedirectResponse(f"/console/items/{broadcast_id}?done=cancelled", status_code=303)
 
 
@@ -395,7 +365,7 @@ def cancel(
 
 
 def _queue_page(request, session, settings, user, *, error: dict | None = None, done=None, status_code=200):
-    found, total = scheduler_service.list_broadcasts(
+    found, total = view.list_broadcasts(
         session=session, user=user, status=BroadcastStatus.submitted, limit=100
     )
     zone = _zone(settings)
@@ -410,7 +380,7 @@ def _queue_page(request, session, settings, user, *, error: dict | None = None, 
         names=area_names(session, [c for b in found for c in b.target_areas or []]),
         people=usernames(session, [b.created_by for b in found]),
         schedules={b.id: describe_schedule(b, zone) for b in found},
-        refusals={b.id: scheduler_service.approval_refusal(user=user, broadcast=b) for b in found},
+        refusals={b.id: approval_refusal(user=user, broadcast=b) for b in found},
         error=error or {},
         done=DONE_MESSAGES.get(done or ""),
     )
@@ -424,43 +394,26 @@ def queue(
     return _queue_page(request, session, settings, user, done=done)
 
 
+QUEUE_CONFLICT = {Conflict: "这条广播已不在待审核状态。"}
+
+
 @router.post("/queue/{broadcast_id}/approve", dependencies=[Csrf])
 def approve(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    services: ServicesDep,
+    planner: PlannerDep,
     user: WebUser,
     broadcast_id: int,
     comment: Annotated[str, Form()] = "",
 ):
-    require_role(user, Role.approver)
-    broadcast = load_broadcast(session, user, broadcast_id)
     try:
-        planned = scheduler_service.approve_broadcast(
-            session=session,
-            settings=settings,
-            user=user,
-            broadcast=broadcast,
+        flows.approve_broadcast(
+            session=session, settings=settings, planner=planner, user=user, broadcast_id=broadcast_id,
             comment=comment.strip() or None,
-        )
-    except Forbidden as exc:
-        message = (
-            "应急广播需要第二个人审核：创建人不能批准自己的应急广播。"
-            if "second person" in str(exc)
-            else "您无权批准这条广播（不在您的管辖范围内）。"
-        )
-        return _queue_page(request, session, settings, user, error={broadcast_id: message}, status_code=403)
-    except InvalidState as exc:
-        message = (
-            "播出时间在等待审核期间已过，请驳回后让作者重新提交。"
-            if "passed" in str(exc)
-            else "这条广播已不在待审核状态。"
-        )
-        return _queue_page(request, session, settings, user, error={broadcast_id: message}, status_code=409)
-    session.commit()
-    for occurrence in planned:
-        services.runner.schedule(occurrence)
+        )  # fmt: skip
+    except CunxiangError as exc:
+        return _queue_refusal(request, session, settings, user, broadcast_id, exc)
     return RedirectResponse("/console/queue?done=approved", status_code=303)
 
 
@@ -473,30 +426,25 @@ def reject(
     broadcast_id: int,
     comment: Annotated[str, Form()] = "",
 ):
-    require_role(user, Role.approver)
-    broadcast = load_broadcast(session, user, broadcast_id)
-    if not comment.strip():
-        return _queue_page(
-            request, session, settings, user, error={broadcast_id: "驳回时请写明原因。"}, status_code=422
-        )
     try:
-        scheduler_service.reject_broadcast(
-            session=session, user=user, broadcast=broadcast, comment=comment.strip()
-        )
-    except Forbidden:
-        return _queue_page(
-            request, session, settings, user, error={broadcast_id: "您无权驳回这条广播。"}, status_code=403
-        )
-    except InvalidState:
-        return _queue_page(
-            request,
-            session,
-            settings,
-            user,
-            error={broadcast_id: "这条广播已不在待审核状态。"},
-            status_code=409,
-        )
+        flows.reject_broadcast(session=session, user=user, broadcast_id=broadcast_id, comment=comment.strip())
+    except CunxiangError as exc:
+        return _queue_refusal(request, session, settings, user, broadcast_id, exc)
     return RedirectResponse("/console/queue?done=rejected", status_code=303)
+
+
+def _queue_refusal(request, session, settings, user, broadcast_id: int, exc: CunxiangError):
+    """The queue again, the refusal shown at its item (a page of its own when the item is not the
+    user's to see)."""
+    if isinstance(exc, NotFound) or (isinstance(exc, Forbidden) and exc.reason in ("role", "area", None)):
+        raise page_error(exc) from None
+    if isinstance(exc, InvalidInput) and exc.field == "comment":
+        message = "驳回时请写明原因。"
+    else:
+        message = message_of(exc, QUEUE_CONFLICT)
+    return _queue_page(
+        request, session, settings, user, error={broadcast_id: message}, status_code=status_of(exc)
+    )
 
 
 # ---------------------------------------------------------------- the coming week
@@ -534,7 +482,7 @@ def schedule(
     zone = _zone(settings)
     today = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     start, end = today.astimezone(utcnow().tzinfo), (today + timedelta(days=7)).astimezone(utcnow().tzinfo)
-    found = scheduler_service.airings(session=session, area_codes=[area], start=start, end=end)
+    found = view.airings(session=session, area_codes=[area], start=start, end=end)
     days = []
     for n in range(7):
         day = (today + timedelta(days=n)).date()

@@ -9,15 +9,17 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
-from api.deps import ServicesDep, SessionDep
+from api.deps import SenderDep, SessionDep
 from api.web import render
 from api.web.console import area_choices, area_names
+from api.web.messages import page_error
 from api.web.session import Csrf, PageError, WebUser, check_area, home_area, require_role
+from core.errors import CunxiangError, InvalidInput
 from core.models import Role
 from devices import fleet as fleet_service
+from devices import flows as device_flows
 from devices import service as device_service
-from devices.commands import SigningKeyMissing
-from devices.transport import LinkError
+from devices.schemas import DeviceCommandCreate
 from reports import fleet as fleet_report
 
 log = logging.getLogger(__name__)
@@ -111,44 +113,36 @@ def device_page(
     )
 
 
-def _send(session, services, user, device_id: str, kind: str, params: dict) -> int:
-    """Record the command, publish it, and return its id (its outcome: GET /api/v1/devices/commands/{id})."""
+def _send(session, sender, user, device_id: str, command_in: DeviceCommandCreate) -> int:
+    """Send the command (devices.flows) and return its id (its outcome: GET /api/v1/devices/commands/{id})."""
     require_role(user, Role.operator)
     _device(session, user, device_id)
     try:
-        command = fleet_service.build_command(kind, params)
-        row, topic = fleet_service.record_command(
-            session=session, command=command, device_id=device_id, user_id=user.id
+        row = device_flows.send_command(
+            session=session, sender=sender, user=user, command_in=command_in, device_id=device_id
         )
-    except fleet_service.FleetError as exc:
-        raise PageError(422, f"指令无效：{exc}") from None
-    session.commit()  # before it leaves: the speaker's answer must find it
-    try:
-        fleet_service.publish_command(link=services.link, command=command, topic=topic)
-    except (LinkError, SigningKeyMissing) as exc:
-        row.error = str(exc)
-        session.commit()
-        log.error("command %s to %s not sent: %s", kind, device_id, exc)
-        raise PageError(503, "指令未能发送到喇叭，请检查消息服务器。") from None
-    row.sent = True
+    except CunxiangError as exc:
+        raise page_error(exc, {InvalidInput: f"指令无效：{exc.message}"}) from None
     return row.id
 
 
 @router.post("/{device_id}/volume", dependencies=[Csrf])
 def set_volume(
     session: SessionDep,
-    services: ServicesDep,
+    sender: SenderDep,
     user: WebUser,
     device_id: str,
     volume: Annotated[str, Form()] = "",
 ):
     if not volume.strip().isdigit() or not 0 <= int(volume) <= 100:
         raise PageError(422, "音量应为 0 到 100 的整数。")
-    command = _send(session, services, user, device_id, "set_volume", {"volume": int(volume)})
+    command_in = DeviceCommandCreate(type="set_volume", volume=int(volume))
+    command = _send(session, sender, user, device_id, command_in)
     return RedirectResponse(f"/console/fleet/{device_id}?done=volume&command={command}", status_code=303)
 
 
 @router.post("/{device_id}/test-tone", dependencies=[Csrf])
-def test_tone(session: SessionDep, services: ServicesDep, user: WebUser, device_id: str):
-    command = _send(session, services, user, device_id, "test_tone", {"duration_s": TEST_TONE_S})
+def test_tone(session: SessionDep, sender: SenderDep, user: WebUser, device_id: str):
+    command_in = DeviceCommandCreate(type="test_tone", duration_s=TEST_TONE_S)
+    command = _send(session, sender, user, device_id, command_in)
     return RedirectResponse(f"/console/fleet/{device_id}?done=test_tone&command={command}", status_code=303)

@@ -24,7 +24,7 @@ from api.web.session import PageError, WebUser, check_area, home_area
 from reports import export
 from reports import service as report_service
 from reports.schemas import FIRST_DAY, LAST_DAY
-from scheduler import service as scheduler_service
+from scheduler import view as scheduler_view
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -66,7 +66,7 @@ def _broadcast_reach(session, user, broadcast_id: int, level: str | None):
     broadcast = load_broadcast(session, user, broadcast_id)
     if level not in (None, "township", "village"):
         raise PageError(422, "统计层级只能是“按乡镇”或“按村”。")
-    return broadcast, scheduler_service.reach(session=session, broadcast=broadcast, level=level)
+    return broadcast, scheduler_view.reach(session=session, broadcast=broadcast, level=level)
 
 
 @router.get("/items/{broadcast_id}/reach")

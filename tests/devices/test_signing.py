@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devices import commands, keys, protocol
 from devices.signing import SignatureError, Signer, Verifier, canonical, public_key_text, read_public_keys
+from devices.transport import MemoryLink
 
 # The test vector of docs/protocol.md §9.4: private key = bytes 0x00..0x1f.
 VECTOR_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -102,33 +103,31 @@ def test_forged_key_is_refused_even_with_the_right_key_id() -> None:
     assert info.value.reason == "bad_signature"
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        self.sent.append((topic, payload))
-
-
-def test_publish_signs_for_its_topics_and_splits_when_too_big() -> None:
+def test_the_sender_signs_for_its_topics_and_splits_when_too_big() -> None:
     signer = Signer.generate()
-    commands.install_signer(signer)
-    try:
-        link = _Recorder()
-        topics = [protocol.device_topic(f"speaker-{n:05d}-with-a-long-name", "cmd") for n in range(900)]
-        payload = commands.encode_command(protocol.StopCommand(occurrence_id=7))
-        assert commands.publish(link=link, topics=topics, payload=payload) == 900
-        verifier = Verifier([signer.public_key])
-        for topic, raw in link.sent:
-            assert len(raw) <= protocol.MAX_COMMAND_BYTES
-            data = json.loads(raw)
-            verifier.verify(data, topic)
-            assert protocol.command_from(data).occurrence_id == 7
-        assert len({raw for _, raw in link.sent}) > 1  # split into several signed payloads
-    finally:
-        commands.install_signer(None)
-    with pytest.raises(commands.SigningKeyMissing):
-        commands.publish(link=_Recorder(), topics=["cx/v1/dev/x/cmd"], payload=payload)
+    link = MemoryLink()
+    sender = commands.CommandSender(link=link, signer=signer)
+    topics = [protocol.device_topic(f"speaker-{n:05d}-with-a-long-name", "cmd") for n in range(900)]
+    assert sender.send(protocol.StopCommand(occurrence_id=7), topics) == 900
+    verifier = Verifier([signer.public_key])
+    assert [t for t, _ in link.published] == topics
+    for topic, raw in link.published:
+        assert len(raw) <= protocol.MAX_COMMAND_BYTES
+        data = json.loads(raw)
+        verifier.verify(data, topic)
+        assert protocol.command_from(data).occurrence_id == 7
+    assert len({raw for _, raw in link.published}) > 1  # split into several signed payloads
+
+
+def test_a_command_signed_by_the_sender_is_refused_by_a_speaker_that_trusts_another_key() -> None:
+    link = MemoryLink()
+    commands.CommandSender(link=link, signer=Signer.generate()).send(
+        protocol.StopCommand(occurrence_id=7), ["cx/v1/dev/x/cmd"]
+    )
+    ((topic, raw),) = link.published
+    with pytest.raises(SignatureError) as info:
+        Verifier([Signer.generate().public_key]).verify(json.loads(raw), topic)
+    assert info.value.reason == "unknown_key"
 
 
 def test_key_files_generate_stage_rotate(tmp_path) -> None:

@@ -14,10 +14,12 @@ from core.models import Role
 from core.settings import Settings
 from playlists import service as playlist_service
 from playlists.schemas import ItemIn
-from scheduler import audit, quiet
-from scheduler import service as svc
+from scheduler import audit, planning, quiet
+from scheduler import lifecycle as svc
 from scheduler.exceptions import BroadcastError, Forbidden, InvalidState
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus, Priority
+from scheduler.schemas import BroadcastCreate
+from tts import service as tts_service
 
 LUCHENG = "341225100000"  # 鹿城镇
 VILLAGE = "341225100201"
@@ -57,7 +59,10 @@ def people(session):
 
 def _create(session, settings, user, **kw):
     args = {"title": "通知", "text": NOTICE, "areas": [VILLAGE]} | kw
-    broadcast = svc.create_broadcast(session=session, settings=settings, user=user, **args)
+    if "recurrence_spec" in args:
+        args["recurrence"] = args.pop("recurrence_spec")
+    broadcast_in = BroadcastCreate(**args)
+    broadcast = svc.create_broadcast(session=session, settings=settings, user=user, broadcast_in=broadcast_in)
     session.commit()
     return broadcast
 
@@ -173,8 +178,8 @@ def test_recurring_broadcast_is_planned_over_a_rolling_horizon_without_duplicate
     # 36 h past the first plan's end (now + 60 h): the gap holds airings whatever the time of day (a
     # 12 h gap held none when the test ran between 06:30 and 07:00 Shanghai time)
     later = utcnow() + timedelta(days=4)
-    svc.extend_horizon(session=session, settings=settings, now=later)
-    svc.extend_horizon(session=session, settings=settings, now=later)  # a second tick adds nothing
+    planning.extend_horizon(session=session, settings=settings, now=later)
+    planning.extend_horizon(session=session, settings=settings, now=later)  # a second tick adds nothing
     session.commit()
     rows = session.scalars(
         select(Occurrence).where(Occurrence.broadcast_id == b.id).order_by(Occurrence.start_at)
@@ -185,7 +190,7 @@ def test_recurring_broadcast_is_planned_over_a_rolling_horizon_without_duplicate
     assert gap and all(r.status == OccurrenceStatus.missed and "not running" in r.detail for r in gap)
     assert all(r.status == OccurrenceStatus.scheduled for r in rows if r.start_at > later)
 
-    end = svc.extend_horizon(session=session, settings=settings, now=utcnow() + timedelta(days=12))
+    end = planning.extend_horizon(session=session, settings=settings, now=utcnow() + timedelta(days=12))
     session.commit()
     total = session.scalar(
         select(func.count()).select_from(Occurrence).where(Occurrence.broadcast_id == b.id)
@@ -202,8 +207,8 @@ def test_playlist_is_assembled_once_at_submission_and_edits_do_not_touch_it(sess
     )  # fmt: skip
     session.commit()
     b = _create(session, settings, staff, text=None, playlist_id=playlist.id)
-    first_asset = svc.tts_service.get_asset(session=session, asset_id=b.asset_id)
-    parts = [svc.tts_service.synthesize_sync(session=session, settings=settings, text=t).asset
+    first_asset = tts_service.get_asset(session=session, asset_id=b.asset_id)
+    parts = [tts_service.synthesize_sync(session=session, settings=settings, text=t).asset
              for t in ("第一条通知。", "第二条通知。")]  # fmt: skip
     # two rounds of both items with three 500 ms gaps, joined without crossfade (MP3 frame padding aside)
     expected = 2 * sum(p.duration_ms for p in parts) + 3 * 500

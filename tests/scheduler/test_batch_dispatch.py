@@ -38,15 +38,16 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel, Role, User
 from core.settings import Settings
-from devices import commands as device_commands
 from devices import keys as device_keys
 from devices import service as device_service
 from devices import simulate
 from devices.agent.speaker import parse_broker_url
+from devices.commands import CommandSender
 from devices.models import Delivery
+from devices.signing import Signer
 from devices.transport import MqttLink
-from scheduler import runtime
-from scheduler import service as svc
+from scheduler import dispatch, lifecycle
+from scheduler.jobs import JobContext
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus, Priority, QuietHours
 from scheduler.runner import JOBS_TABLE, SchedulerRunner, instant_job_id
 from tests.fixtures_mqtt import AudioServer
@@ -141,6 +142,7 @@ class World:
     villages: list[str]
     asset_id: int
     settings: Settings
+    signer: Signer
 
 
 @pytest.fixture
@@ -157,12 +159,14 @@ def world(session_factory, tmp_path, monkeypatch) -> World:
         s.add(asset)
         s.flush()
         asset_id = asset.id
-    monkeypatch.setattr(device_commands, "_signer", device_keys.load_or_create(tmp_path).signer())
     settings = Settings(
         data_dir=tmp_path,
         scheduler={"lead_time_s": LEAD_S, "prefetch_s": 0, "quiet_start": "00:00", "quiet_end": "00:00"},
     )
-    return World(villages=villages, asset_id=asset_id, settings=settings)
+    return World(
+        villages=villages, asset_id=asset_id, settings=settings,
+        signer=device_keys.load_or_create(tmp_path).signer(),
+    )  # fmt: skip
 
 
 def _airings(
@@ -235,10 +239,13 @@ def test_thirty_airings_due_together_go_out_as_one_batch_highest_priority_first(
     link = OrderLink(broker_url)
     commits: list[float] = []
     event.listen(session_factory, "after_commit", lambda _session: commits.append(time.monotonic()))
-    rt = runtime.Runtime(settings=world.settings, session_factory=session_factory, link=link)
+    rt = JobContext(
+        settings=world.settings, session_factory=session_factory,
+        sender=CommandSender(link=link, signer=world.signer),
+    )  # fmt: skip
 
     async def scenario() -> tuple[set[str], set[str], int]:
-        runner = SchedulerRunner(engine=engine, rt=rt)
+        runner = SchedulerRunner(engine=engine, context=rt)
         runner.start()
         try:
             planned = _job_ids(engine)
@@ -311,9 +318,10 @@ def test_one_batch_airs_what_may_and_settles_each_of_the_rest(session_factory, b
     commands = Commands(broker_url)
     link = OrderLink(broker_url)
     try:
-        outcome = svc.dispatch_due(
-            session_factory=session_factory, link=link, settings=world.settings, at=now
-        )
+        outcome = dispatch.dispatch_due(
+            session_factory=session_factory, sender=CommandSender(link=link, signer=world.signer),
+            settings=world.settings, at=now,
+        )  # fmt: skip
         _wait(lambda: len(commands.of("play", ids)) >= 2, 10, "two play commands")
         time.sleep(SETTLE_S)
     finally:
@@ -358,15 +366,16 @@ def test_an_airing_cancelled_while_its_batch_goes_out_is_stopped(session_factory
             return
         with session_scope(session_factory) as s:
             broadcast = s.get(Occurrence, second).broadcast
-            plan = svc.cancel_broadcast(session=s, user=s.get(User, admin_id), broadcast=broadcast)
+            plan = lifecycle.cancel_broadcast(session=s, user=s.get(User, admin_id), broadcast=broadcast)
             assert plan.cancelled == [second] and plan.occurrence_ids == []  # it was not on air yet
 
     commands = Commands(broker_url)
     link = OrderLink(broker_url, on_publish=cancel_second)
     try:
-        outcome = svc.dispatch_due(
-            session_factory=session_factory, link=link, settings=world.settings, at=utcnow()
-        )
+        outcome = dispatch.dispatch_due(
+            session_factory=session_factory, sender=CommandSender(link=link, signer=world.signer),
+            settings=world.settings, at=utcnow(),
+        )  # fmt: skip
         _wait(lambda: commands.of("stop", {second}), 10, "the stop of the cancelled airing")
         time.sleep(SETTLE_S)
         seen = [
@@ -391,15 +400,15 @@ KILLED_RUNNER = textwrap.dedent(
     from datetime import datetime
     from core.db import make_engine, make_session_factory
     from core.settings import Settings
-    from devices import commands, keys
+    from devices import keys
+    from devices.commands import CommandSender
     from devices.transport import MqttLink
-    from scheduler import service
+    from scheduler import dispatch
 
     url, broker, data_dir, public_url, at = sys.argv[1:]
     settings = Settings(data_dir=data_dir, database={"url": url}, public_url=public_url,
                         scheduler={"lead_time_s": 1, "prefetch_s": 0, "quiet_start": "00:00",
                                    "quiet_end": "00:00"})
-    commands.install_signer(keys.load_or_create(settings.data_dir).signer())
     mqtt = MqttLink(broker, client_id=f"killed-runner-{os.getpid()}")
     mqtt.connect()
 
@@ -410,8 +419,9 @@ KILLED_RUNNER = textwrap.dedent(
             print("published", flush=True)
             time.sleep(3600)
 
-    service.dispatch_due(session_factory=make_session_factory(make_engine(url)), link=Hangs(),
-                         settings=settings, at=datetime.fromisoformat(at))
+    sender = CommandSender(link=Hangs(), signer=keys.load_or_create(settings.data_dir).signer())
+    dispatch.dispatch_due(session_factory=make_session_factory(make_engine(url)), sender=sender,
+                          settings=settings, at=datetime.fromisoformat(at))
     """
 )
 
@@ -449,10 +459,13 @@ def test_a_runner_killed_between_publishing_and_recording_leaves_the_airing_to_b
 
             # the next runner sends it again, and records it
             link = OrderLink(broker_url)
-            rt = runtime.Runtime(settings=settings, session_factory=session_factory, link=link)
+            rt = JobContext(
+                settings=settings, session_factory=session_factory,
+                sender=CommandSender(link=link, signer=world.signer),
+            )  # fmt: skip
 
             async def next_runner() -> None:
-                runner = SchedulerRunner(engine=engine, rt=rt)
+                runner = SchedulerRunner(engine=engine, context=rt)
                 runner.start()
                 try:
                     await asyncio.to_thread(

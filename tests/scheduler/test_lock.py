@@ -12,7 +12,7 @@ from sqlalchemy import text
 from core.db import make_session_factory
 from core.settings import Settings
 from scheduler import runner as scheduler_runner
-from scheduler import runtime
+from scheduler.jobs import JobContext
 from scheduler.lock import ADVISORY_LOCK_KEY, LockLost, RunnerLock
 from scheduler.runner import SchedulerRunner
 
@@ -86,14 +86,14 @@ def test_a_holder_whose_connection_dies_knows_it_lost_the_lock(engine):
 @postgres_only
 def test_a_runner_that_loses_its_lock_stands_by_and_runs_again(engine, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(scheduler_runner, "LOCK_RETRY_S", 0.2)
-    rt = runtime.Runtime(
+    rt = JobContext(
         settings=Settings(data_dir=tmp_path),
         session_factory=make_session_factory(engine),
-        link=None,  # type: ignore[arg-type]  (nothing is dispatched here)
+        sender=None,  # type: ignore[arg-type]  (nothing is dispatched here)
     )
 
     async def scenario() -> tuple[int, int]:
-        runner = SchedulerRunner(engine=engine, rt=rt)
+        runner = SchedulerRunner(engine=engine, context=rt)
         runner.start()
         try:
             assert runner.role == "active"

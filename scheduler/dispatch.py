@@ -1,0 +1,390 @@
+"""Dispatch and close: due occurrences become signed play commands on the wire, and are settled at
+their reporting deadline.
+
+Airings due at the same instant go out as one batch: one transaction settles what cannot air and
+snapshots the deliveries of the rest, their commands are published highest priority first through
+the `CommandSender`, and one transaction records what went out. Recorded only after publishing: a
+runner that dies in between leaves them `scheduled`, and the next runner sends them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from core import regions
+from core.clock import utcnow
+from core.db import session_scope
+from core.settings import Settings
+from devices import protocol
+from devices import service as device_service
+from devices.commands import CommandSender
+from devices.models import Delivery, Device
+from devices.transport import LinkError
+from scheduler import quiet
+from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus
+from scheduler.planning import dispatch_ahead, plan_topics, rule_end, rule_of, zone_of
+from tts import store
+
+log = logging.getLogger(__name__)
+
+
+# One dispatch batch at a time in a process: an occurrence stays `scheduled` until its commands
+# are out, so two batches running at once could both send it.
+_batch_lock = threading.Lock()
+
+
+@dataclass
+class _Airing:
+    """An occurrence ready to go out: deliveries snapshotted, its command built (signed when sent)."""
+
+    occurrence_id: int
+    rank: int
+    start_at: datetime
+    topics: list[str]
+    command: protocol.PlayCommand
+    speakers: int
+
+
+def dispatch_due(
+    *, session_factory: sessionmaker[Session], sender: CommandSender, settings: Settings, at: datetime
+) -> dict[int, str]:
+    """Dispatch, as one batch, every occurrence whose dispatch time has come by `at` (or by now).
+
+    The dispatch time is `start_at` minus `dispatch_ahead`. Airings that fall together (the 07:00
+    slot of a whole county) go out together: one transaction snapshots all their deliveries, their
+    play commands are published highest priority first, and one transaction records them as
+    dispatched. Returns the new status of every occurrence the batch handled.
+    """
+    cutoff = max(at, utcnow()) + dispatch_ahead(settings.scheduler)
+    return _dispatch_batch(
+        session_factory=session_factory, sender=sender, settings=settings, which=Occurrence.start_at <= cutoff
+    )
+
+
+def dispatch(
+    *, session_factory: sessionmaker[Session], sender: CommandSender, settings: Settings, occurrence_id: int
+) -> str:
+    """Dispatch one occurrence now (a batch of one); return its status afterwards."""
+    outcome = _dispatch_batch(
+        session_factory=session_factory, sender=sender, settings=settings,
+        which=Occurrence.id == occurrence_id,
+    )
+    if occurrence_id in outcome:
+        return outcome[occurrence_id]
+    with session_factory() as session:
+        occ = session.get(Occurrence, occurrence_id)
+        return occ.status if occ is not None else "unknown"
+
+
+def _dispatch_batch(
+    *,
+    session_factory: sessionmaker[Session],
+    sender: CommandSender,
+    settings: Settings,
+    which: ColumnElement[bool],
+) -> dict[int, str]:
+    """Prepare (one transaction), publish, then record (one transaction) the due occurrences.
+
+    Recorded only after publishing: a runner that dies in between leaves them `scheduled`, and the
+    next runner sends them again (with the deliveries already snapshotted). Speakers keep one
+    airing per occurrence id, so a command that went out twice airs once; one never sent would
+    never air.
+    """
+    with _batch_lock:
+        outcome: dict[int, str] = {}
+        with session_scope(session_factory) as session:
+            airings = _prepare_batch(session=session, settings=settings, which=which, outcome=outcome)
+        # Deliveries are committed before the first command leaves, so no report can beat them.
+        sent: list[_Airing] = []
+        failed: dict[int, str] = {}
+        sent_at = utcnow()
+        try:
+            for airing in airings:  # highest priority first
+                try:
+                    sender.send(airing.command, airing.topics)
+                except LinkError as exc:
+                    failed[airing.occurrence_id] = str(exc)
+                else:
+                    sent.append(airing)
+        finally:
+            if sent or failed:
+                with session_scope(session_factory) as session:
+                    outcome |= _record_batch(session=session, sent=sent, failed=failed, at=sent_at)
+        _stop_withdrawn(sender=sender, sent=sent, outcome=outcome)
+        for airing in sent:
+            if outcome.get(airing.occurrence_id) == OccurrenceStatus.dispatched:
+                log.info(
+                    "occurrence %s dispatched to %d speakers over %d topics",
+                    airing.occurrence_id, airing.speakers, len(airing.topics),
+                )  # fmt: skip
+        for occurrence_id, reason in failed.items():
+            log.error("occurrence %s could not be sent: %s", occurrence_id, reason)
+        if len(sent) > 1:
+            log.info("dispatched %d occurrences in one batch", len(sent))
+        return outcome
+
+
+def _prepare_batch(
+    *, session: Session, settings: Settings, which: ColumnElement[bool], outcome: dict[int, str]
+) -> list[_Airing]:
+    """Settle what cannot air (too late, quiet hours, no audio), snapshot the rest's deliveries.
+
+    A handful of statements for the whole batch plus one insert per airing (its deliveries), on
+    plain rows rather than ORM objects: the batch is on the clock. Returns the airings to publish,
+    highest priority first.
+    """
+    from tts.models import AudioAsset
+
+    rows = session.execute(
+        select(
+            Occurrence.id, Occurrence.start_at, Occurrence.expires_at, Broadcast.id.label("broadcast_id"),
+            Broadcast.title, Broadcast.priority, Broadcast.target_areas, Broadcast.target_devices,
+            Broadcast.asset_id, Broadcast.volume,
+        )
+        .join(Broadcast, Broadcast.id == Occurrence.broadcast_id)
+        .where(Occurrence.status == OccurrenceStatus.scheduled, which)
+        .order_by(Occurrence.start_at, Occurrence.id)
+    ).all()  # fmt: skip
+    if not rows:
+        return []
+    now = utcnow()
+    asset_ids = {r.asset_id for r in rows if r.asset_id is not None}
+    assets = {a.id: a for a in session.scalars(select(AudioAsset).where(AudioAsset.id.in_(asset_ids)))}
+    named = {d for r in rows for d in r.target_devices or []}
+    explicit = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(named)))} if named else {}
+
+    def settle(occurrence_id: int, status: OccurrenceStatus, detail: str, *, final: bool = False) -> None:
+        values = {"status": status, "detail": detail} | ({"finalized_at": now} if final else {})
+        session.execute(
+            update(Occurrence)
+            .where(Occurrence.id == occurrence_id, Occurrence.status == OccurrenceStatus.scheduled)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        outcome[occurrence_id] = status
+
+    live = []
+    for r in rows:
+        if now > r.expires_at:
+            detail = f"dispatch ran at {now.isoformat()}, after the latest start {r.expires_at.isoformat()}"
+            log.error("occurrence %s missed: %s", r.id, detail)
+            settle(r.id, OccurrenceStatus.missed, detail)
+        elif r.asset_id not in assets:
+            detail = f"broadcast {r.broadcast_id} has no audio asset {r.asset_id}"
+            log.error("occurrence %s not sent: %s", r.id, detail)
+            settle(r.id, OccurrenceStatus.failed, detail)
+        else:
+            live.append(r)
+
+    # Quiet hours again at air time (routine only): they may have changed since submission.
+    routine = [r for r in live if not r.priority.is_emergency]
+    area_sets = [
+        list(dict.fromkeys([*(r.target_areas or []), *(explicit[d].area_code for d in r.target_devices or []
+                                                       if d in explicit)]))
+        for r in routine
+    ]  # fmt: skip
+    windows = quiet.windows_for_each(session=session, settings=settings, area_sets=area_sets)
+    refused: set[int] = set()
+    for r, area_windows in zip(routine, windows, strict=True):
+        end = r.start_at + timedelta(milliseconds=assets[r.asset_id].duration_ms)
+        hits = quiet.offending(windows=area_windows, airings=[(r.start_at, end)], zone=zone_of(settings))
+        if hits:
+            detail = f"in quiet hours {hits[0][1].describe()} at air time; only emergency may air"
+            log.warning("occurrence %s refused: %s", r.id, detail)
+            settle(r.id, OccurrenceStatus.refused, detail, final=True)
+            refused.add(r.id)
+    ready = [r for r in live if r.id not in refused]
+    if not ready:
+        return []
+
+    # The speakers of every airing in one query, split per airing by area code.
+    devices = device_service.expand_targets(
+        session=session,
+        area_codes=sorted({code for r in ready for code in r.target_areas or []}),
+        device_ids=sorted({d for r in ready for d in r.target_devices or []}),
+    )
+    by_area: dict[str, list[Device]] = {}
+    for device in devices:
+        by_area.setdefault(device.area_code, []).append(device)
+    # Snapshotted by a runner that died before recording the dispatch: send again, snapshot once.
+    snapshotted = dict(
+        session.execute(
+            select(Delivery.occurrence_id, func.count())
+            .where(Delivery.occurrence_id.in_([r.id for r in ready]))
+            .group_by(Delivery.occurrence_id)
+        ).all()
+    )
+    airings: list[_Airing] = []
+    by_asset: dict[int, list[int]] = {}
+    for r in ready:
+        asset = assets[r.asset_id]
+        prefixes = tuple(regions.code_prefix(c) for c in r.target_areas or [])
+        targets = {d.id: d for code, group in by_area.items() if code.startswith(prefixes) for d in group}
+        for device_id in r.target_devices or []:
+            if device_id in explicit:
+                targets.setdefault(device_id, explicit[device_id])
+        if r.id in snapshotted:
+            count = snapshotted[r.id]
+            log.warning("occurrence %s was prepared but not recorded as sent: sending it again", r.id)
+        else:
+            count = device_service.snapshot_deliveries(
+                session=session, occurrence_id=r.id, devices=[targets[k] for k in sorted(targets)]
+            )
+        own = [explicit[d] for d in r.target_devices or [] if d in explicit]
+        area_topics, device_ids = plan_topics(area_codes=r.target_areas or [], devices=own)
+        command = protocol.PlayCommand(
+            occurrence_id=r.id,
+            broadcast_id=r.broadcast_id,
+            title=r.title,
+            audio_url=store.media_url(settings.public_url, asset.sha256),
+            sha256=asset.sha256,
+            size_bytes=asset.size_bytes,
+            duration_s=asset.duration_ms / 1000,
+            start_at=r.start_at,
+            expires_at=r.expires_at,
+            priority=r.priority.rank,
+            volume=r.volume,
+        )
+        topics = [protocol.area_command_topic(c) for c in area_topics]
+        topics += [protocol.device_topic(d, "cmd") for d in device_ids]
+        by_asset.setdefault(asset.id, []).append(r.id)
+        airings.append(
+            _Airing(
+                occurrence_id=r.id, rank=r.priority.rank, start_at=r.start_at, topics=topics,
+                command=command, speakers=count,
+            )
+        )  # fmt: skip
+    for asset_id, ids in by_asset.items():  # the audio actually sent
+        session.execute(
+            update(Occurrence)
+            .where(Occurrence.id.in_(ids))
+            .values(asset_id=asset_id)
+            .execution_options(synchronize_session=False)
+        )
+    airings.sort(key=lambda a: (-a.rank, a.start_at, a.occurrence_id))
+    return airings
+
+
+def _record_batch(
+    *, session: Session, sent: Sequence[_Airing], failed: dict[int, str], at: datetime
+) -> dict[int, str]:
+    """scheduled -> dispatched for what went out, -> failed for what the link refused."""
+    outcome: dict[int, str] = {}
+    ids = [a.occurrence_id for a in sent]
+    if ids:
+        recorded = session.scalars(
+            update(Occurrence)
+            .where(Occurrence.id.in_(ids), Occurrence.status == OccurrenceStatus.scheduled)
+            .values(status=OccurrenceStatus.dispatched, dispatched_at=at)
+            .returning(Occurrence.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        outcome |= dict.fromkeys(recorded, OccurrenceStatus.dispatched)
+        others = [i for i in ids if i not in outcome]
+        if others:  # changed while being sent (cancelled): what are they now
+            outcome |= dict(
+                session.execute(
+                    select(Occurrence.id, Occurrence.status).where(Occurrence.id.in_(others))
+                ).all()
+            )
+    for occurrence_id, reason in failed.items():
+        done = session.execute(
+            update(Occurrence)
+            .where(Occurrence.id == occurrence_id, Occurrence.status == OccurrenceStatus.scheduled)
+            .values(status=OccurrenceStatus.failed, detail=reason)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount == 1:
+            outcome[occurrence_id] = OccurrenceStatus.failed
+    return outcome
+
+
+def _stop_withdrawn(*, sender: CommandSender, sent: Sequence[_Airing], outcome: dict[int, str]) -> None:
+    """A play command that went out for an occurrence cancelled meanwhile is followed by a stop.
+
+    (Cancelling a `scheduled` occurrence sends no stop: it was not on the speakers yet.)
+    """
+    for airing in sent:
+        if outcome.get(airing.occurrence_id) != OccurrenceStatus.cancelled:
+            continue
+        try:
+            sender.send(protocol.StopCommand(occurrence_id=airing.occurrence_id), airing.topics)
+        except LinkError as exc:
+            log.error(
+                "occurrence %s was cancelled while sent; its stop failed: %s", airing.occurrence_id, exc
+            )
+        else:
+            log.warning("occurrence %s was cancelled while being sent: stop sent", airing.occurrence_id)
+
+
+def _finished(session: Session, broadcast: Broadcast) -> bool:
+    """Every airing has happened (or never will): no planned one open, and the rule has ended."""
+    still_open = session.scalar(
+        select(func.count())
+        .select_from(Occurrence)
+        .where(
+            Occurrence.broadcast_id == broadcast.id,
+            Occurrence.status.in_([OccurrenceStatus.scheduled, OccurrenceStatus.dispatched]),
+        )
+    )
+    if still_open:
+        return False
+    rule = rule_of(broadcast)
+    if rule is None:
+        return True
+    end = rule_end(rule)
+    return end is not None and broadcast.planned_until is not None and broadcast.planned_until >= end
+
+
+def close_due(*, session_factory: sessionmaker[Session], deadline: datetime) -> int:
+    """At a reporting deadline, settle every occurrence whose deadline it is, in one transaction.
+
+    Returns how many deliveries became no_report.
+    """
+    with session_scope(session_factory) as session:
+        occurrences = session.scalars(
+            select(Occurrence)
+            .options(selectinload(Occurrence.broadcast))
+            .where(Occurrence.deadline_at == deadline, Occurrence.status != OccurrenceStatus.cancelled)
+        ).all()
+        return _close(session, occurrences)
+
+
+def close(*, session_factory: sessionmaker[Session], occurrence_id: int) -> int:
+    """At the deadline: unreported deliveries become no_report; return how many did."""
+    with session_scope(session_factory) as session:
+        occ = session.get(Occurrence, occurrence_id)
+        return _close(session, [occ]) if occ is not None else 0
+
+
+def _close(session: Session, occurrences: Sequence[Occurrence]) -> int:
+    total = 0
+    now = utcnow()
+    broadcasts: dict[int, Broadcast] = {}
+    for occ in occurrences:
+        n = device_service.finalize_deliveries(session=session, occurrence_id=occ.id, at=occ.deadline_at)
+        if occ.status in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched):
+            occ.status = (
+                OccurrenceStatus.done
+                if occ.status == OccurrenceStatus.dispatched
+                else OccurrenceStatus.missed
+            )
+            if occ.status == OccurrenceStatus.missed:
+                occ.detail = "never dispatched before its deadline"
+        occ.finalized_at = now
+        broadcasts[occ.broadcast_id] = occ.broadcast
+        log.info("occurrence %s closed; %d deliveries without report", occ.id, n)
+        total += n
+    session.flush()
+    for broadcast in broadcasts.values():
+        if broadcast.status == BroadcastStatus.scheduled and _finished(session, broadcast):
+            broadcast.status = BroadcastStatus.done
+    return total
+
