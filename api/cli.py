@@ -8,7 +8,6 @@ import errno
 import getpass
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -120,25 +119,19 @@ def _listen_problem(settings, host: str, port: int) -> str | None:
 
 
 def _load_demo(settings, per_village: int) -> None:
-    from core import regions, users
-    from core.db import session_scope
-    from core.models import Role
-    from devices import service as device_service
+    from core import flows as core_flows
+    from devices import flows as device_flows
 
     factory = _session_factory(settings)
-    with session_scope(factory) as session:
-        result = regions.load_demo(session=session)
-        if result is not None and getattr(result, "created", 0):
-            print(f"demo county loaded: {result.created} areas")
-        if users.get_by_username(session=session, username="admin") is None:
-            password = settings.admin_password or secrets.token_urlsafe(12)
-            users.create_user(session=session, username="admin", password=password, role=Role.admin)
-            if settings.admin_password:
-                print("created user admin (password from CUNXIANG_ADMIN_PASSWORD)")
-            else:
-                print(f"created user admin with password: {password}   (shown once; keep it)")
-        elif settings.admin_password:
-            users.set_password(session=session, username="admin", password=settings.admin_password)
+    with factory() as session:
+        created, admin = core_flows.load_demo(session=session, admin_password=settings.admin_password)
+        if created:
+            print(f"demo county loaded: {created} areas")
+        if admin.state == "created" and admin.generated_password:
+            print(f"created user admin with password: {admin.generated_password}   (shown once; keep it)")
+        elif admin.state == "created":
+            print("created user admin (password from CUNXIANG_ADMIN_PASSWORD)")
+        elif admin.state == "reset":
             print("user admin exists: its password is now CUNXIANG_ADMIN_PASSWORD")
         else:
             print(
@@ -146,7 +139,7 @@ def _load_demo(settings, per_village: int) -> None:
                 "`cunxiang users passwd --username admin`)"
             )
         if per_village > 0:
-            devices = device_service.ensure_simulated(session=session, per_village=per_village)
+            devices = device_flows.register_simulated(session=session, per_village=per_village)
             print(f"{len(devices)} simulated speakers registered ({per_village} per village)")
 
 
@@ -160,17 +153,15 @@ def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from devices import flows as device_flows
     from devices import keys as device_keys
-    from devices import service as device_service
     from devices import simulate
 
     settings = _settings(args)
     broker = args.broker or settings.mqtt.url or f"mqtt://127.0.0.1:{settings.mqtt.port}"
     factory = _session_factory(settings)
     with factory() as session:
-        devices = device_service.ensure_simulated(session=session, per_village=args.per_village)
-        session.commit()
-        specs_src = [(d.id, d.area_code) for d in devices]
+        specs_src = device_flows.register_simulated(session=session, per_village=args.per_village)
     if not specs_src:
         print(
             "no villages in the database: run `cunxiang serve --demo` or `cunxiang regions import`",
@@ -251,14 +242,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_regions_import(args: argparse.Namespace) -> int:
+    from core import flows as core_flows
     from core import regions
-    from core.db import session_scope
 
     settings = _settings(args)
     factory = _session_factory(settings)
     try:
-        with session_scope(factory) as session:
-            result = regions.import_file(session=session, path=Path(args.file))
+        with factory() as session:
+            result = core_flows.import_regions(session=session, path=Path(args.file))
     except regions.RegionImportError as exc:
         print(f"{args.file}: nothing imported; {len(exc.errors)} bad row(s):", file=sys.stderr)
         for line, message in exc.errors:
@@ -282,8 +273,8 @@ def _read_password(given: str | None) -> str | None:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
+    from core import flows as core_flows
     from core import users
-    from core.db import session_scope
 
     password = _read_password(args.password)
     if password is None:
@@ -292,8 +283,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     factory = _session_factory(settings)
     try:
-        with session_scope(factory) as session:
-            user = users.create_user(
+        with factory() as session:
+            user = core_flows.add_user(
                 session=session,
                 username=args.username,
                 password=password,
@@ -310,8 +301,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_passwd(args: argparse.Namespace) -> int:
+    from core import flows as core_flows
     from core import users
-    from core.db import session_scope
 
     password = _read_password(args.password)
     if password is None:
@@ -320,8 +311,8 @@ def cmd_users_passwd(args: argparse.Namespace) -> int:
     settings = _settings(args)
     factory = _session_factory(settings)
     try:
-        with session_scope(factory) as session:
-            users.set_password(session=session, username=args.username, password=password)
+        with factory() as session:
+            core_flows.set_password(session=session, username=args.username, password=password)
     except users.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -405,35 +396,33 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_mosquitto_credentials(args: argparse.Namespace) -> int:
-    from core.db import session_scope
-    from devices import credentials
-    from devices.models import Device
+    from core.errors import CunxiangError
+    from devices import flows as device_flows
 
+    if not args.device_id and not args.missing:
+        print("no device given (DEVICE_ID ... or --missing)", file=sys.stderr)
+        return 2
     settings = _settings(args)
     factory = _session_factory(settings)
-    with session_scope(factory) as session:
-        ids = list(args.device_id)
-        if args.missing:
-            ids += [
-                d.id for d in session.query(Device).filter(Device.secret_hash.is_(None)).order_by(Device.id)
-            ]
-        if not ids:
-            print("no device given (DEVICE_ID ... or --missing)", file=sys.stderr)
-            return 2
+    with factory() as session:
         try:
-            print("device_id,username,password")
-            for device_id in ids:
-                username, password = credentials.issue(session=session, device_id=device_id)
-                print(f"{device_id},{username},{password}")
-        except credentials.CredentialError as exc:
+            issued = device_flows.issue_passwords(
+                session=session, device_ids=list(args.device_id), missing=args.missing
+            )
+        except CunxiangError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+    if not issued:
+        print("no speaker without a password", file=sys.stderr)
+        return 2
+    print("device_id,username,password")
+    for device_id, username, password in issued:
+        print(f"{device_id},{username},{password}")
     print("passwords are shown once; run `cunxiang mosquitto files` and reload Mosquitto", file=sys.stderr)
     return 0
 
 
 def cmd_mosquitto_files(args: argparse.Namespace) -> int:
-    from core.db import session_scope
     from devices import credentials
     from devices.transport import parse_broker_url
 
@@ -452,7 +441,7 @@ def cmd_mosquitto_files(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     factory = _session_factory(settings)
-    with session_scope(factory) as session:
+    with factory() as session:
         admin = credentials.Account(user, credentials.hash_password(password))
         passwd = credentials.password_file(session=session, admins=[admin])
         acl = credentials.acl_file(session=session, admins=[user])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import access
@@ -97,3 +98,24 @@ def issue_credentials(*, session: Session, user: User, device_id: str) -> tuple[
     with transaction(session):
         device_in_scope(session=session, user=user, device_id=device_id)
         return credentials.issue(session=session, device_id=device_id)
+
+
+# ------------------------------------------------------------------ from the command line (the
+# machine's operator: no role to check)
+
+
+def register_simulated(*, session: Session, per_village: int) -> list[tuple[str, str]]:
+    """Register `per_village` simulated speakers in every village; return (device id, area code)s."""
+    with transaction(session):
+        devices = device_service.ensure_simulated(session=session, per_village=per_village)
+        return [(d.id, d.area_code) for d in devices]
+
+
+def issue_passwords(*, session: Session, device_ids: list[str], missing: bool) -> list[tuple[str, str, str]]:
+    """New MQTT passwords for these speakers (and, with `missing`, every one without one):
+    (device id, user name, password) each, shown once."""
+    with transaction(session):
+        ids = list(device_ids)
+        if missing:
+            ids += session.scalars(select(Device.id).where(Device.secret_hash.is_(None)).order_by(Device.id))
+        return [(d, *credentials.issue(session=session, device_id=d)) for d in ids]
