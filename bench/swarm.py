@@ -61,8 +61,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devices import protocol  # noqa: E402
-from devices.signing import SignatureError, Verifier, read_public_keys  # noqa: E402
+from cunxiang_shared import protocol  # noqa: E402
+from cunxiang_shared.signing import SignatureError, Verifier, read_public_keys  # noqa: E402
 
 # Connections opened but not yet subscribed. Mosquitto listens with a backlog of 100: more
 # overflows it, and each dropped SYN costs the client a one-second retransmit.

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from core import regions
 from core.clock import utcnow
 from core.models import Region, RegionLevel
+from cunxiang_shared import protocol
 from devices import commands as device_commands
-from devices import protocol
 from devices.models import (
     FINAL_STATES,
     AlarmKind,

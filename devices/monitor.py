@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import session_scope
+from cunxiang_shared import protocol
 from devices import commands as device_commands
-from devices import fleet, protocol
+from devices import fleet
 from devices.transport import Link, LinkError
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel, Role, User
 from core.settings import SchedulerSettings, Settings
+from cunxiang_shared import protocol
 from devices import commands as device_commands
-from devices import protocol
 from devices import reach as reach_stats
 from devices import service as device_service
 from devices.models import Delivery, Device

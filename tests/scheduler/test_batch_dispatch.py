@@ -38,11 +38,11 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel, Role, User
 from core.settings import Settings
+from cunxiang_shared.broker import parse_broker_url
 from devices import commands as device_commands
 from devices import keys as device_keys
 from devices import service as device_service
 from devices import simulate
-from devices.agent.speaker import parse_broker_url
 from devices.models import Delivery
 from devices.transport import MqttLink
 from scheduler import runtime
