@@ -147,7 +147,7 @@ def _load_demo(settings, per_village: int) -> None:
 
 
 def cmd_agent(args: argparse.Namespace, rest: list[str]) -> int:
-    from devices.agent.cli import main as agent_main
+    from cunxiang_agent.cli import main as agent_main
 
     return agent_main(rest)
 

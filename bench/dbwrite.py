@@ -55,7 +55,7 @@ from api import migrate
 from core import regions
 from core.db import make_engine, make_session_factory, session_scope
 from core.models import Region, RegionLevel
-from devices import protocol
+from cunxiang_shared import protocol
 from devices import service as device_service
 from devices.ingest import BATCH_MAX
 from devices.models import FINAL_STATES, STATE_RANK, Delivery, DeliveryState

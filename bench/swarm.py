@@ -11,7 +11,7 @@ speaker with the null player does. Status is published (retained) every `status`
 
 What it leaves out, and why: the audio is fetched once per process rather than per speaker
 (thousands of identical downloads would measure the HTTP server, not the report path), and no
-audio is decoded. The speaker program itself (devices/agent) is exercised by the test suite.
+audio is decoded. The speaker program itself (agent/, cunxiang_agent) is exercised by the test suite.
 One process stands in for thousands of devices that each have a CPU of their own, so when they
 all act at once (the end of a county-wide airing) it should only send: a `played` report is built
 when its command arrives, and every message goes to its socket as soon as it is published (only a
@@ -61,8 +61,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devices import protocol  # noqa: E402
-from devices.signing import SignatureError, Verifier, read_public_keys  # noqa: E402
+from cunxiang_shared import protocol  # noqa: E402
+from cunxiang_shared.signing import SignatureError, Verifier, read_public_keys  # noqa: E402
 
 # Connections opened but not yet subscribed. Mosquitto listens with a backlog of 100: more
 # overflows it, and each dropped SYN costs the client a one-second retransmit.

@@ -2,7 +2,9 @@
 
 A code is 6 digits county (GB/T 2260) + 3 township + 3 village. The level and the parent
 follow from the code alone: ``341225000000`` is a county, ``341225100000`` a township under
-it, ``341225100201`` a village under that township.
+it, ``341225100201`` a village under that township. That structure lives in cunxiang_shared.areas
+(the speaker agent reads codes too); the functions here wrap it so that a bad code is an
+InvalidRegionCode, an InvalidInput of the error family.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from core.errors import InvalidInput
 from core.models import Region, RegionLevel
+from cunxiang_shared import areas
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,11 @@ MAX_REPORTED_ERRORS = 10  # how many errors the exception message spells out
 _LEVEL_ORDER = {RegionLevel.county: 0, RegionLevel.township: 1, RegionLevel.village: 2}
 
 
-class InvalidRegionCode(ValueError):
-    """A string that is not a valid 12-digit area code."""
+class InvalidRegionCode(InvalidInput, areas.InvalidAreaCode):
+    """A string that is not a valid 12-digit area code (field "area")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("area", message, reason="invalid_area_code")
 
 
 class RegionImportError(Exception):
@@ -65,17 +72,10 @@ class ImportResult:
 
 def validate_code(code: str) -> RegionLevel:
     """Return the level of a 12-digit area code, or raise InvalidRegionCode."""
-    if not isinstance(code, str) or len(code) != 12 or not code.isascii() or not code.isdigit():
-        raise InvalidRegionCode(f"area code must be 12 digits, got {code!r}")
-    if code[:6] == "000000":
-        raise InvalidRegionCode(f"area code {code} has no county part")
-    if code[6:] == "000000":
-        return RegionLevel.county
-    if code[6:9] == "000":
-        raise InvalidRegionCode(f"area code {code} has a village part but no township part")
-    if code[9:] == "000":
-        return RegionLevel.township
-    return RegionLevel.village
+    try:
+        return RegionLevel(areas.validate(code))
+    except areas.InvalidAreaCode as exc:
+        raise InvalidRegionCode(str(exc)) from None
 
 
 def level_of(code: str) -> RegionLevel:
@@ -85,12 +85,10 @@ def level_of(code: str) -> RegionLevel:
 
 def parent_of(code: str) -> str | None:
     """The code-derived parent: village -> township, township -> county, county -> None."""
-    level = validate_code(code)
-    if level is RegionLevel.village:
-        return code[:9] + "000"
-    if level is RegionLevel.township:
-        return code[:6] + "000000"
-    return None
+    try:
+        return areas.parent(code)
+    except areas.InvalidAreaCode as exc:
+        raise InvalidRegionCode(str(exc)) from None
 
 
 def township_of(code: str) -> str:
@@ -132,22 +130,26 @@ def narrowest_common(codes: Iterable[str]) -> str | None:
 
 def chain(code: str) -> list[str]:
     """The codes from the county down to `code` itself, e.g. [county, township, village]."""
-    codes = [code]
-    while (parent := parent_of(codes[0])) is not None:
-        codes.insert(0, parent)
-    return codes
+    try:
+        return areas.chain(code)
+    except areas.InvalidAreaCode as exc:
+        raise InvalidRegionCode(str(exc)) from None
 
 
 def code_prefix(code: str) -> str:
     """The significant digits of a code: every code under it (and it) starts with these."""
-    level = validate_code(code)
-    return {RegionLevel.county: code[:6], RegionLevel.township: code[:9], RegionLevel.village: code}[level]
+    try:
+        return areas.prefix(code)
+    except areas.InvalidAreaCode as exc:
+        raise InvalidRegionCode(str(exc)) from None
 
 
 def is_under(code: str, ancestor: str) -> bool:
     """True if `code` is `ancestor` or lies inside it (by code structure alone)."""
-    validate_code(code)
-    return code.startswith(code_prefix(ancestor))
+    try:
+        return areas.is_under(code, ancestor)
+    except areas.InvalidAreaCode as exc:
+        raise InvalidRegionCode(str(exc)) from None
 
 
 def _code_range(code: str) -> tuple[str, str]:
@@ -279,7 +281,7 @@ def _parse_row(line: int, raw: dict[str, Any]) -> tuple[_Row | None, list[str]]:
     try:
         level = validate_code(code)
     except InvalidRegionCode as exc:
-        errors.append(str(exc))
+        errors.append(exc.message)
     name = _text(raw.get("name"))
     if not name:
         errors.append("name is empty")

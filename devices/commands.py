@@ -12,8 +12,8 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 
-from devices import protocol
-from devices.signing import Signer
+from cunxiang_shared import protocol
+from cunxiang_shared.signing import Signer
 from devices.transport import Link
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from devices import protocol
+from cunxiang_shared import protocol
 from devices.models import Device
 
 # Passwords are random 24-character tokens, so iterations add little; Mosquitto pays them on

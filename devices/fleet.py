@@ -16,7 +16,7 @@ from core import regions
 from core.clock import utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import Region, RegionLevel
-from devices import protocol
+from cunxiang_shared import protocol
 from devices.commands import CommandSender
 from devices.models import (
     FINAL_STATES,

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import utcnow
 from core.db import session_scope
-from devices import fleet, protocol
+from cunxiang_shared import protocol
+from devices import fleet
 from devices import service as device_service
 from devices.transport import Link, shared
 

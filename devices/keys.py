@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from devices.signing import Signer, key_id, parse_public_key, public_key_text
+from cunxiang_shared.signing import Signer, key_id, parse_public_key, public_key_text
 
 CURRENT = "command-signing.pem"
 NEXT = "command-signing.next.pem"

@@ -11,30 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.clock import utcnow
 from core.db import Base, UTCDateTime
 
-
-class DeliveryState(enum.StrEnum):
-    pending = "pending"  # snapshotted, nothing heard yet
-    received = "received"
-    playing = "playing"
-    played = "played"  # played to the end
-    failed = "failed"
-    skipped = "skipped"  # the speaker decided not to play (expired, busy with higher priority)
-    preempted = "preempted"
-    no_report = "no_report"  # deadline passed without a final report
-
-
-# A delivery only moves forward through these ranks; final states never change.
-STATE_RANK = {
-    DeliveryState.pending: 0,
-    DeliveryState.received: 1,
-    DeliveryState.playing: 2,
-    DeliveryState.played: 3,
-    DeliveryState.failed: 3,
-    DeliveryState.skipped: 3,
-    DeliveryState.preempted: 3,
-    DeliveryState.no_report: 3,
-}
-FINAL_STATES = frozenset(s for s, rank in STATE_RANK.items() if rank == 3)
+# The delivery states live with the wire protocol; re-exported here for the server's models.
+from cunxiang_shared.states import FINAL_STATES, STATE_RANK, DeliveryState  # noqa: F401
 
 
 class Device(Base):

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import session_scope
-from devices import fleet, protocol
+from cunxiang_shared import protocol
+from devices import fleet
 from devices.commands import CommandSender
 from devices.transport import LinkError
 

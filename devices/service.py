@@ -42,7 +42,8 @@ from sqlalchemy.types import TypeEngine
 from core import regions
 from core.clock import utcnow
 from core.models import Region, RegionLevel
-from devices import fleet, protocol
+from cunxiang_shared import protocol
+from devices import fleet
 from devices.models import (
     FINAL_STATES,
     STATE_RANK,

@@ -17,9 +17,10 @@ from types import TracebackType
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from devices.agent.cache import AudioCache
-from devices.agent.players import NullPlayer
-from devices.agent.speaker import BEHAVIOURS, Behaviour, Speaker, cancel_and_wait, parse_broker_url
+from cunxiang_agent.cache import AudioCache
+from cunxiang_agent.players import NullPlayer
+from cunxiang_agent.speaker import BEHAVIOURS, Behaviour, Speaker, cancel_and_wait
+from cunxiang_shared.broker import parse_broker_url
 
 logger = logging.getLogger(__name__)
 

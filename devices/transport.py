@@ -9,12 +9,13 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from core.errors import Unavailable
+from cunxiang_shared import broker
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,10 @@ class Link(Protocol):
 
 
 def parse_broker_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """Split mqtt://user:pass@host:port into its parts (port defaults to 1883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp", "mqtts"):
-        raise ValueError(f"broker URL must start with mqtt:// (or mqtts:// for TLS), got {url!r}")
-    if not parts.hostname:
-        raise ValueError(f"broker URL has no host: {url!r}")
-    default_port = 8883 if parts.scheme == "mqtts" else 1883
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return parts.hostname, parts.port or default_port, username, password
+    """(host, port, username, password) of mqtt://user:pass@host:port, by the one parser in
+    cunxiang_shared.broker (port defaults to 1883, 8883 for mqtts://)."""
+    address = broker.parse_broker_url(url)
+    return address.host, address.port, address.username, address.password
 
 
 def shared(group: str, topic: str) -> str:

@@ -22,7 +22,7 @@ from core import regions
 from core.clock import utcnow
 from core.db import session_scope
 from core.settings import Settings
-from devices import protocol
+from cunxiang_shared import protocol
 from devices import service as device_service
 from devices.commands import CommandSender
 from devices.models import Delivery, Device

@@ -21,7 +21,7 @@ from core.db import transaction
 from core.errors import InvalidInput, NotFound, Unavailable
 from core.models import Region, Role, User
 from core.settings import Settings
-from devices import protocol
+from cunxiang_shared import protocol
 from devices.commands import CommandSender
 from devices.transport import LinkError
 from scheduler import audit, lifecycle, quiet

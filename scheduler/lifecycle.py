@@ -33,7 +33,7 @@ from core.clock import utcnow
 from core.errors import Conflict, Forbidden, NotFound
 from core.models import Region, RegionLevel, Role, User
 from core.settings import Settings
-from devices import protocol
+from cunxiang_shared import protocol
 from devices.models import Device
 from playlists import service as playlist_service
 from scheduler import audit, conflicts, quiet, recurrence

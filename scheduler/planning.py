@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from core import regions
 from core.clock import utcnow
 from core.settings import SchedulerSettings, Settings
-from devices import protocol
+from cunxiang_shared import protocol
 from devices.models import Device
 from scheduler import recurrence
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus

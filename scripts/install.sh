@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what cunxiang needs on Debian/Ubuntu: system packages when missing, then the
-# Python package into ./.venv. `--test` adds what the test suite needs (Mosquitto, PostgreSQL,
-# chromium and a Chinese font for the browser tests).
+# Python packages (the server, ./shared and ./agent) into ./.venv. `--test` adds what the test
+# suite needs (Mosquitto, PostgreSQL, chromium and a Chinese font for the browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,4 +80,6 @@ if ! venv_ok; then
 fi
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
+# Three distributions, one pip call: the server needs cunxiang-shared and cunxiang-agent by name,
+# and pip takes them from ./shared and ./agent. (A speaker box needs only those two: docs/agent.md.)
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ./shared -e ./agent -e ".${extra}"

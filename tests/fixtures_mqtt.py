@@ -19,8 +19,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from devices import protocol
-from devices.agent.speaker import parse_broker_url
+from cunxiang_shared import protocol
+from cunxiang_shared.broker import parse_broker_url
 from devices.broker import EmbeddedBroker, start_embedded_broker
 from devices.credentials import MAX_INFLIGHT_MESSAGES, MAX_QUEUED_MESSAGES
 

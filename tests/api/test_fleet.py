@@ -21,11 +21,12 @@ import pytest
 from core import users
 from core.db import make_engine, make_session_factory, session_scope
 from core.models import Role
+from cunxiang_agent import speaker as speaker_module
+from cunxiang_shared import protocol
+from cunxiang_shared.signing import DOMAIN, Signer, b64url, canonical, key_id
 from devices import keys as device_keys
-from devices import protocol, simulate, transport
 from devices import service as device_service
-from devices.agent import speaker as speaker_module
-from devices.signing import DOMAIN, Signer, b64url, canonical, key_id
+from devices import simulate, transport
 from reports import service as report_service
 from tests.api.conftest import ADMIN, LUCHENG, make_settings, seed
 from tests.fixtures_mqtt import MosquittoProcess

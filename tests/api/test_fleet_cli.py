@@ -10,10 +10,10 @@ import stat
 from api.cli import main
 from core import regions
 from core.db import make_engine, make_session_factory, session_scope
+from cunxiang_shared.signing import read_public_keys
 from devices import credentials
 from devices import service as device_service
 from devices.models import Device
-from devices.signing import read_public_keys
 
 
 def test_keys_generate_show_rotate(tmp_path, capsys) -> None:

@@ -17,10 +17,12 @@ import pytest
 from api import migrate
 from core import regions
 from core.db import make_engine, make_session_factory, session_scope
-from devices import credentials, protocol
+from cunxiang_agent import speaker as speaker_module
+from cunxiang_agent.speaker import Speaker
+from cunxiang_shared import protocol
+from cunxiang_shared.broker import BrokerAddress
+from devices import credentials
 from devices import service as device_service
-from devices.agent import speaker as speaker_module
-from devices.agent.speaker import BrokerAddress, Speaker
 from tests.devices.test_agent import SIGNER, VILLAGE, play, signed
 from tests.fixtures_mqtt import AudioServer, MosquittoProcess
 

@@ -18,13 +18,14 @@ import aiomqtt
 import pytest
 from pydantic import BaseModel
 
-from devices import protocol
-from devices.agent import speaker as speaker_module
-from devices.agent.cache import AudioCache
-from devices.agent.players import CommandPlayer, Player
-from devices.agent.speaker import Speaker, parse_broker_url
-from devices.protocol import PlayCommand, Report, Status
-from devices.signing import Signer
+from cunxiang_agent import speaker as speaker_module
+from cunxiang_agent.cache import AudioCache
+from cunxiang_agent.players import CommandPlayer, Player
+from cunxiang_agent.speaker import Speaker
+from cunxiang_shared import protocol
+from cunxiang_shared.broker import parse_broker_url
+from cunxiang_shared.protocol import PlayCommand, Report, Status
+from cunxiang_shared.signing import Signer
 from tests.fixtures_mqtt import AudioServer, BrokerThread, MosquittoProcess, clear_retained, free_port
 
 COUNTY = "341225000000"
@@ -406,7 +407,7 @@ def test_last_will_marks_a_killed_agent_offline(broker_url: str, tmp_path: Path)
     online_topic = protocol.device_topic(device_id, "online")
     address = parse_broker_url(broker_url)
     argv = [
-        sys.executable, "-m", "devices.agent.cli", "--device-id", device_id, "--area", VILLAGE,
+        sys.executable, "-m", "cunxiang_agent.cli", "--device-id", device_id, "--area", VILLAGE,
         "--broker", broker_url, "--player", "null", "--cache-dir", str(tmp_path), "--log-level", "WARNING",
         "--insecure-accept-unsigned",
     ]  # fmt: skip
@@ -437,7 +438,7 @@ def test_last_will_marks_a_killed_agent_offline(broker_url: str, tmp_path: Path)
 
 
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    from devices.agent.cli import main
+    from cunxiang_agent.cli import main
 
     assert main(["--device-id", "bad id!", "--area", "3412", "--broker", "http://x"]) == 2
     err = capsys.readouterr().err

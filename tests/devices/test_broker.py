@@ -10,7 +10,7 @@ import uuid
 import aiomqtt
 import pytest
 
-from devices.agent.speaker import parse_broker_url
+from cunxiang_shared.broker import parse_broker_url
 from devices.broker import BrokerPortInUse, start_embedded_broker
 from tests.fixtures_mqtt import free_port
 

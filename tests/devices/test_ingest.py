@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel
-from devices import protocol
+from cunxiang_shared import protocol
 from devices import service as device_service
 from devices.ingest import ReportIngestor, _Parsed
 from devices.models import Delivery, Device

@@ -11,9 +11,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devices import protocol
-from devices.agent import speaker as speaker_module
-from devices.agent.cache import AudioCache
+from cunxiang_agent import speaker as speaker_module
+from cunxiang_agent.cache import AudioCache
+from cunxiang_shared import protocol
 from tests.devices.test_agent import VILLAGE, eventually, play, running
 from tests.fixtures_mqtt import AudioServer
 

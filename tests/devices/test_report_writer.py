@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from core.db import session_scope
 from core.models import Region, RegionLevel
-from devices import protocol
+from cunxiang_shared import protocol
 from devices import service as device_service
 from devices.models import Delivery, DeliverySettlement, Device
 from devices.models import Report as ReportRow

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from core.clock import utcnow
 from core.models import Region, RegionLevel
-from devices import protocol, reach
+from cunxiang_shared import protocol
+from devices import reach
 from devices import service as device_service
 from devices.models import Delivery
 from devices.models import Report as ReportRow

@@ -9,8 +9,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devices import protocol
-from devices.signing import DOMAIN, Signer, b64url, canonical
+from cunxiang_shared import protocol
+from cunxiang_shared.signing import DOMAIN, Signer, b64url, canonical
 from tests.devices.test_agent import SIGNER, VILLAGE, play, running, signed
 from tests.fixtures_mqtt import AudioServer
 

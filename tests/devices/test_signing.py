@@ -9,8 +9,16 @@ import stat
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from devices import commands, keys, protocol
-from devices.signing import SignatureError, Signer, Verifier, canonical, public_key_text, read_public_keys
+from cunxiang_shared import protocol
+from cunxiang_shared.signing import (
+    SignatureError,
+    Signer,
+    Verifier,
+    canonical,
+    public_key_text,
+    read_public_keys,
+)
+from devices import commands, keys
 from devices.transport import MemoryLink
 
 # The test vector of docs/protocol.md §9.4: private key = bytes 0x00..0x1f.
@@ -95,7 +103,7 @@ def test_forged_key_is_refused_even_with_the_right_key_id() -> None:
     forger = Signer.generate()
     message = forger.sign(VECTOR_COMMAND, [VECTOR_TOPIC])
     message["key_id"] = VECTOR_KEY_ID
-    from devices.signing import DOMAIN, b64url
+    from cunxiang_shared.signing import DOMAIN, b64url
 
     message["sig"] = b64url(forger.private_key.sign(DOMAIN + canonical(message)))
     with pytest.raises(SignatureError) as info:

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from devices import protocol
-from devices.agent.speaker import parse_broker_url
+from cunxiang_shared import protocol
+from cunxiang_shared.broker import parse_broker_url
 from devices.simulate import Simulator, SpeakerSpec, pick_behaviours
 from tests.fixtures_mqtt import AudioServer, BrokerThread, clear_retained
 

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from devices import protocol
-from devices.agent import speaker as speaker_module
-from devices.agent.speaker import BrokerAddress, Speaker
+from cunxiang_agent import speaker as speaker_module
+from cunxiang_agent.speaker import Speaker
+from cunxiang_shared import protocol
+from cunxiang_shared.broker import BrokerAddress
 from devices.transport import LinkError, MqttLink
 from tests.devices.test_agent import SIGNER, VILLAGE, signed
 from tests.fixtures_mqtt import MosquittoProcess

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from core import regions
-from devices import protocol
+from cunxiang_shared import protocol
 from devices import service as device_service
 from reports import service as report_service
 from reports.models import ReachDaily, ReachDay

@@ -38,13 +38,13 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel, Role, User
 from core.settings import Settings
+from cunxiang_shared.broker import parse_broker_url
+from cunxiang_shared.signing import Signer
 from devices import keys as device_keys
 from devices import service as device_service
 from devices import simulate
-from devices.agent.speaker import parse_broker_url
 from devices.commands import CommandSender
 from devices.models import Delivery
-from devices.signing import Signer
 from devices.transport import MqttLink
 from scheduler import dispatch, lifecycle
 from scheduler.jobs import JobContext

@@ -36,9 +36,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cunxiang_shared.broker import parse_broker_url
+from cunxiang_shared.signing import Verifier
 from devices import keys as device_keys
-from devices.agent.speaker import parse_broker_url
-from devices.signing import Verifier
 from tests.api.conftest import ADMIN, seed
 from tests.fixtures_db import PgServer
 from tests.live import free_port

@@ -1,4 +1,4 @@
-"""`cunxiang agent`: run one speaker agent on a loudspeaker box (or a laptop with ffplay)."""
+"""`cunxiang-agent` (or `cunxiang agent`): run one speaker on a loudspeaker box (or a laptop with ffplay)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from devices import protocol
-from devices.agent.cache import AudioCache
-from devices.agent.players import DEFAULT_PLAYER, make_player
-from devices.agent.speaker import BEHAVIOURS, Speaker, parse_broker_url
-from devices.signing import read_public_keys
+from cunxiang_agent.cache import AudioCache
+from cunxiang_agent.players import DEFAULT_PLAYER, make_player
+from cunxiang_agent.speaker import BEHAVIOURS, Speaker
+from cunxiang_shared import areas, protocol
+from cunxiang_shared.broker import parse_broker_url
+from cunxiang_shared.signing import read_public_keys
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the speaker agent."""
     parser = argparse.ArgumentParser(
-        prog="cunxiang agent",
+        prog="cunxiang-agent",
         description="Speaker agent: receives broadcast commands over MQTT, plays them, reports back.",
     )
     parser.add_argument("--device-id", required=True, help="this speaker's id (1-64 of A-Z a-z 0-9 _ . -)")
@@ -93,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     errors = []
     if not protocol.DEVICE_ID_RE.match(args.device_id):
         errors.append(f"--device-id must be 1-64 characters of A-Z a-z 0-9 _ . -, got {args.device_id!r}")
-    if not protocol.AREA_CODE_RE.match(args.area):
-        errors.append(f"--area must be a 12-digit area code such as 341225100201, got {args.area!r}")
+    try:
+        areas.validate(args.area)
+    except areas.InvalidAreaCode as exc:
+        errors.append(f"--area must be a 12-digit area code such as 341225100201: {exc}")
     try:
         broker = parse_broker_url(args.broker)
     except ValueError as exc:
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"--password-file: cannot read a password from {args.password_file}: {exc}")
     if errors:
         for line in errors:
-            print(f"cunxiang agent: error: {line}", file=sys.stderr)
+            print(f"cunxiang-agent: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     assert broker is not None
     if args.username is not None:

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from devices import protocol
-from devices.agent.cache import AudioCache, DownloadError
-from devices.agent.players import NullPlayer, Player, PlayerError
-from devices.protocol import (
+from cunxiang_agent.cache import AudioCache, DownloadError
+from cunxiang_agent.players import NullPlayer, Player, PlayerError
+from cunxiang_shared import protocol
+from cunxiang_shared.broker import BrokerAddress, parse_broker_url
+from cunxiang_shared.protocol import (
     CommandResult,
     PlayCommand,
     ProtocolError,
@@ -37,7 +37,8 @@ from devices.protocol import (
     SyncCommand,
     TestToneCommand,
 )
-from devices.signing import SignatureError, Verifier
+from cunxiang_shared.signing import SignatureError, Verifier
+from cunxiang_shared.states import FINAL_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -88,46 +89,12 @@ FIRMWARE = "cunxiang-agent/0.2"
 INTERRUPTED_BY_RESTART = "the speaker program restarted during playback"
 STOPPED_BY_SERVER = "stopped by server"
 SIMULATED_FAILURE = "simulated playback failure"
-FINAL_STATES: frozenset[str] = frozenset({"played", "failed", "skipped", "preempted"})
 
 # ok; fail (every playback and test tone fails); silent (a hung program: connected, online = 1, but
 # ignores commands and publishes no status or report, so the fleet counts it "silent"); flaky (the
 # link drops now and then); drift (the clock runs SIM_DRIFT_S ahead).
 Behaviour = Literal["ok", "fail", "silent", "flaky", "drift"]
 BEHAVIOURS: tuple[str, ...] = ("ok", "fail", "silent", "flaky", "drift")
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where and how to reach the MQTT broker."""
-
-    host: str
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None  # CA bundle that signed the broker's certificate (default: system CAs)
-    cert_file: str | None = None  # client certificate, when the broker requires one
-    key_file: str | None = None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """Parse ``mqtt://[user:pass@]host[:port]`` (or ``mqtts://`` for TLS, default port 8883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError(f"broker URL must look like mqtt://[user:pass@]host:port, got {url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"bad port in broker URL {url!r}") from None
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port or (8883 if tls else 1883),
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        tls=tls,
-    )
 
 
 def _iso(moment: datetime) -> str:

@@ -1,7 +1,7 @@
 """The speaker wire protocol, version 1: topics and JSON messages (see docs/protocol.md).
 
-This module is shared by the server and the speaker agent, so it imports nothing of the
-server: only the standard library and pydantic.
+Shared by the server and the speaker agent (package cunxiang-shared), so it imports nothing of
+the server: only the standard library, pydantic and the sibling modules `areas` and `states`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from pydantic import (
     ValidationError,
 )
 
+from cunxiang_shared import areas
+from cunxiang_shared.states import ReportState
+
 VERSION = 1
 PREFIX = f"cx/v{VERSION}"
 
@@ -38,7 +41,6 @@ QOS_COMMAND = 1
 QOS_REPORT = 1
 QOS_STATUS = 1
 
-AREA_CODE_RE = re.compile(r"^\d{12}$")
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SHA256_RE = r"^[0-9a-f]{64}$"
 # Ids and counters fit a signed 32-bit column on every database; larger ones are malformed.
@@ -69,14 +71,10 @@ def area_chain(area_code: str) -> list[str]:
 
     ``341225100201`` -> ``["341225000000", "341225100000", "341225100201"]``.
     """
-    if not AREA_CODE_RE.match(area_code):
-        raise ProtocolError(f"area code must be 12 digits: {area_code!r}")
-    chain = [area_code[:6] + "000000"]
-    if area_code[6:9] != "000":
-        chain.append(area_code[:9] + "000")
-    if area_code[9:] != "000":
-        chain.append(area_code)
-    return chain
+    try:
+        return areas.chain(area_code)
+    except areas.InvalidAreaCode as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def subscriptions(device_id: str, area_code: str) -> list[str]:
@@ -191,9 +189,6 @@ Command = Annotated[
     Field(discriminator="type"),
 ]
 _command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
-
-ReportState = Literal["received", "playing", "played", "failed", "skipped", "preempted"]
-
 
 class Report(_Message):
     """What a speaker did with one occurrence."""
