@@ -93,15 +93,13 @@ def parent_of(code: str) -> str | None:
 
 def township_of(code: str) -> str:
     """The township code holding a township or village code (a county code is returned as is)."""
-    if validate_code(code) is RegionLevel.county:
-        return code
-    return code[:9] + "000"
+    codes = chain(code)  # [county, township, village][:level]
+    return codes[1] if len(codes) > 1 else code
 
 
 def county_of(code: str) -> str:
     """The county code holding any code."""
-    validate_code(code)
-    return code[:6] + "000000"
+    return chain(code)[0]
 
 
 def at_level(code: str, level: RegionLevel | str) -> str:

@@ -458,7 +458,7 @@ def area_choices(session: Session, user: User, area: str) -> list[Region]:
     if level is RegionLevel.county:
         choices += regions.list_children(session=session, parent_code=root, limit=1000)[0]
         if regions.level_of(area) is not RegionLevel.county:
-            township = area[:9] + "000"
+            township = regions.township_of(area)
             choices += regions.list_children(session=session, parent_code=township, limit=1000)[0]
     elif level is RegionLevel.township:
         choices += regions.list_children(session=session, parent_code=root, limit=1000)[0]
