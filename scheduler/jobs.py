@@ -2,8 +2,10 @@
 
 APScheduler's persistent store keeps a job as a text reference plus its arguments, so a job cannot
 carry live objects. Its dependencies come as its first argument instead: the runner's executor
-(`scheduler.runner.ContextExecutor`) calls every job of this module as ``job(context, *args)``
+(`scheduler.runner.ContextExecutor`) calls every job of this module as ``job(*args, ctx=context)``
 with the `JobContext` the runner was built with — database, settings and the command sender.
+(`ctx` is keyword-only with a default because APScheduler checks, when a job is added, that the
+stored arguments fill every required parameter.)
 
 The runner gives each distinct instant one job, not each occurrence: airings due together (the
 07:00 slot across a county) are dispatched as one batch, and occurrences whose reports close
@@ -32,8 +34,15 @@ class JobContext:
     sender: CommandSender
 
 
-async def dispatch_due(ctx: JobContext, at: str) -> None:
+def _given(ctx: JobContext | None) -> JobContext:
+    if ctx is None:
+        raise RuntimeError("scheduler jobs run through SchedulerRunner, whose executor gives them `ctx`")
+    return ctx
+
+
+async def dispatch_due(at: str, *, ctx: JobContext | None = None) -> None:
     """Publish the play commands of every occurrence whose dispatch time has come by `at`."""
+    ctx = _given(ctx)
     await asyncio.to_thread(
         dispatch.dispatch_due,
         session_factory=ctx.session_factory,
@@ -43,8 +52,9 @@ async def dispatch_due(ctx: JobContext, at: str) -> None:
     )
 
 
-async def close_due(ctx: JobContext, at: str) -> None:
+async def close_due(at: str, *, ctx: JobContext | None = None) -> None:
     """At a reporting deadline `at`, settle every occurrence whose deadline it is."""
+    ctx = _given(ctx)
     await asyncio.to_thread(
         dispatch.close_due, session_factory=ctx.session_factory, deadline=datetime.fromisoformat(at)
     )
@@ -53,8 +63,9 @@ async def close_due(ctx: JobContext, at: str) -> None:
 # Jobs of one occurrence each, as versions before batching stored them: still run after an upgrade.
 
 
-async def dispatch_occurrence(ctx: JobContext, occurrence_id: int) -> None:
+async def dispatch_occurrence(occurrence_id: int, *, ctx: JobContext | None = None) -> None:
     """Publish one occurrence's play commands."""
+    ctx = _given(ctx)
     await asyncio.to_thread(
         dispatch.dispatch,
         session_factory=ctx.session_factory,
@@ -64,6 +75,7 @@ async def dispatch_occurrence(ctx: JobContext, occurrence_id: int) -> None:
     )
 
 
-async def close_occurrence(ctx: JobContext, occurrence_id: int) -> None:
+async def close_occurrence(occurrence_id: int, *, ctx: JobContext | None = None) -> None:
     """At the reporting deadline, settle every delivery of one occurrence."""
+    ctx = _given(ctx)
     await asyncio.to_thread(dispatch.close, session_factory=ctx.session_factory, occurrence_id=occurrence_id)

@@ -81,11 +81,11 @@ def instant_job_id(kind: str, at: datetime) -> str:
 
 
 class _WithContext:
-    """A stored job as the executor runs it: its function with the runner's JobContext first."""
+    """A stored job as the executor runs it: its function given the runner's JobContext."""
 
     def __init__(self, job, context: JobContext) -> None:
         self._job = job
-        self.func = functools.partial(job.func, context)
+        self.func = functools.partial(job.func, ctx=context)
 
     def __getattr__(self, name: str):
         return getattr(self._job, name)
@@ -95,7 +95,7 @@ class _WithContext:
 
 
 class ContextExecutor(AsyncIOExecutor):
-    """The asyncio executor, handing every job of `scheduler.jobs` its dependencies as first argument.
+    """The asyncio executor, handing every job of `scheduler.jobs` its dependencies (`ctx=`).
 
     Stored jobs keep only their text reference and primitive arguments (APScheduler pickles them);
     this is where they meet the live objects, passed in explicitly by whoever builds the runner.
