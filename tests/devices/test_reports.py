@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from core.clock import utcnow
 from core.models import Region, RegionLevel
-from devices import protocol, reach
+from devices import protocol, reach, report_writer
 from devices import service as device_service
 from devices.models import Delivery
 from devices.models import Report as ReportRow
@@ -57,7 +57,7 @@ def states(session) -> dict[str, str]:
 
 def test_reports_move_forward_and_never_back(fleet):
     now = utcnow()
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("a1", "received"), now),
@@ -77,7 +77,7 @@ def test_reports_move_forward_and_never_back(fleet):
 
 def test_unknown_device_and_unknown_occurrence_are_counted_not_applied(fleet):
     now = utcnow()
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("ghost", "played"), now),
@@ -92,7 +92,7 @@ def test_unknown_device_and_unknown_occurrence_are_counted_not_applied(fleet):
 
 def test_deadline_turns_silence_into_no_report_and_late_reports_do_not_count(fleet):
     deadline = utcnow()
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=fleet, reports=[(report("a1", "played"), deadline), (report("a2", "playing"), deadline)]
     )
     n = device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline)
@@ -102,7 +102,7 @@ def test_deadline_turns_silence_into_no_report_and_late_reports_do_not_count(fle
 
     # b1's final report reached us before the deadline (it sat in the ingest batch): it counts.
     # a2's arrived after the deadline: it does not.
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("b1", "played"), deadline - timedelta(milliseconds=20)),
@@ -116,7 +116,7 @@ def test_deadline_turns_silence_into_no_report_and_late_reports_do_not_count(fle
 
 def test_reach_counts_unique_devices_and_villages_once(fleet):
     now = utcnow()
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=fleet,
         reports=[(report("a1", "played"), now), (report("a2", "played"), now), (report("b1", "failed"), now)],
     )
