@@ -36,11 +36,11 @@ from core.models import Region, RegionLevel, Role, User
 from core.settings import SchedulerSettings, Settings
 from devices import commands as device_commands
 from devices import protocol
-from devices import reach as reach_stats
 from devices import service as device_service
 from devices.models import Delivery, Device
 from devices.transport import Link, LinkError
 from playlists import service as playlist_service
+from reports import reach as reach_stats
 from scheduler import audit, conflicts, quiet, recurrence
 from scheduler.exceptions import BroadcastError, Forbidden, InvalidState, NotFound
 from scheduler.models import (
@@ -602,7 +602,7 @@ def reach(*, session: Session, broadcast: Broadcast, level: str | None = None) -
     if level is None:
         widest = min((len(regions.code_prefix(c)) for c in broadcast.target_areas), default=12)
         level = "township" if widest <= 6 else "village"
-    figures = reach_stats.reach(
+    figures = reach_stats.broadcast_reach(
         session=session, occurrence_ids=[o.id for o in broadcast.occurrences], level=level
     )
     final = broadcast.status in (

@@ -40,9 +40,8 @@ def area_bars(by_area: list[dict]) -> dict:
     rows = []
     for e in by_area:
         segments, x = [], 0.0
-        other = e["targeted"] - e["played"] - e["failed"] - e["no_report"]
-        for key, n in (("played", e["played"]), ("failed", e["failed"]), ("no_report", e["no_report"]),
-                       ("other", other)):  # fmt: skip
+        for key in ("played", "failed", "no_report", "other"):
+            n = e[key]
             width = BAR_W * n / widest
             if n > 0:
                 segments.append({"key": key, "x": round(x, 1), "w": round(width, 1), "n": n})

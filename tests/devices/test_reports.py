@@ -9,10 +9,11 @@ from sqlalchemy import select
 
 from core.clock import utcnow
 from core.models import Region, RegionLevel
-from devices import protocol, reach, report_writer
+from devices import protocol, report_writer
 from devices import service as device_service
 from devices.models import Delivery
 from devices.models import Report as ReportRow
+from reports import reach
 
 OCC = 7
 
@@ -121,7 +122,7 @@ def test_reach_counts_unique_devices_and_villages_once(fleet):
         reports=[(report("a1", "played"), now), (report("a2", "played"), now), (report("b1", "failed"), now)],
     )
     fleet.commit()
-    figures = reach.reach(session=fleet, occurrence_ids=[OCC], level="village")
+    figures = reach.broadcast_reach(session=fleet, occurrence_ids=[OCC], level="village")
     assert figures["targeted"] == 3
     assert (figures["played"], figures["failed"], figures["no_report"]) == (2, 1, 0)
     assert figures["reach_rate"] == round(2 / 3, 4)
@@ -131,7 +132,7 @@ def test_reach_counts_unique_devices_and_villages_once(fleet):
     assert by_code["341225100201"]["played"] == 2 and by_code["341225100201"]["population_reached"] == 1000
     assert by_code["341225100202"]["failed"] == 1 and by_code["341225100202"]["population_reached"] == 0
 
-    township = reach.reach(session=fleet, occurrence_ids=[OCC], level="township")
+    township = reach.broadcast_reach(session=fleet, occurrence_ids=[OCC], level="township")
     assert [(a["code"], a["name"], a["targeted"], a["played"]) for a in township["by_area"]] == [
         ("341225100000", "鹿城镇", 3, 2)
     ]
