@@ -150,7 +150,7 @@ def is_under(code: str, ancestor: str) -> bool:
     return code.startswith(code_prefix(ancestor))
 
 
-def _code_range(code: str) -> tuple[str, str]:
+def code_range(code: str) -> tuple[str, str]:
     """Smallest and largest code inside `code`; a BETWEEN on the primary key uses its index."""
     prefix = code_prefix(code)
     return prefix.ljust(12, "0"), prefix.ljust(12, "9")
@@ -181,7 +181,7 @@ def list_children(
 
 def descendant_villages(*, session: Session, code: str) -> list[Region]:
     """Return the villages inside `code` (a village returns itself), ordered by code."""
-    low, high = _code_range(code)
+    low, high = code_range(code)
     stmt = (
         select(Region)
         .where(Region.code.between(low, high), Region.level == RegionLevel.village)

@@ -246,7 +246,7 @@ def period_report(
         # Summed by the database: a month by village is ~10,000 roll-up rows but only a few hundred
         # areas and 31 days, and adding them up in Python cost most of the report's time.
         sums = [func.sum(getattr(ReachDaily, c)) for c in COUNTS]
-        low, high = prefix.ljust(12, "0"), prefix.ljust(12, "9")
+        low, high = regions.code_range(area_code)
         where = (ReachDaily.day.in_(rolled), ReachDaily.area_code.between(low, high))
         for code, *counts in session.execute(
             select(ReachDaily.area_code, *sums).where(*where).group_by(ReachDaily.area_code)
