@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from core.errors import InvalidInput
 from core.models import Region, RegionLevel
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,14 @@ class InvalidRegionCode(ValueError):
     """A string that is not a valid 12-digit area code."""
 
 
-class RegionImportError(Exception):
+class RegionImportError(InvalidInput):
     """An import file had bad rows; nothing was written. `errors` holds (line, message)."""
 
     def __init__(self, errors: list[tuple[int, str]]) -> None:
         self.errors = errors
         shown = "; ".join(f"line {line}: {msg}" for line, msg in errors[:MAX_REPORTED_ERRORS])
         more = f" (and {len(errors) - MAX_REPORTED_ERRORS} more)" if len(errors) > MAX_REPORTED_ERRORS else ""
-        super().__init__(f"{len(errors)} bad row(s), nothing imported: {shown}{more}")
+        super().__init__("file", f"{len(errors)} bad row(s), nothing imported: {shown}{more}")
 
 
 @dataclass(frozen=True)
