@@ -60,6 +60,8 @@ def create_user(
     user = User(username=username, password_hash=auth.hash_password(password), role=role, area_code=area_code)
     session.add(user)
     try:
+        # TODO(issue 17): flush, and let the caller commit, once every caller does (the people
+        # fixture of tests/scheduler/test_approval.py rolls back after creating its users).
         session.commit()
     except IntegrityError:  # created concurrently between the check and the commit
         session.rollback()
@@ -69,13 +71,13 @@ def create_user(
 
 
 def set_password(*, session: Session, username: str, password: str) -> User:
-    """Replace the password of an existing user, and commit."""
+    """Replace the password of an existing user (flushed; the caller commits)."""
     _check_password(password)
     user = get_by_username(session=session, username=username)
     if user is None:
         raise UnknownUser(f"no user {username!r}")
     user.password_hash = auth.hash_password(password)
-    session.commit()
+    session.flush()
     log.info("password of user %s reset", username)
     return user
 
@@ -89,9 +91,9 @@ def authenticate(*, session: Session, username: str, password: str) -> User | No
     ok, new_hash = auth.verify_and_update(password, user.password_hash)
     if not ok or not user.is_active:
         return None
-    if new_hash is not None:
+    if new_hash is not None:  # a stronger hash of the same password, kept when the caller commits
         user.password_hash = new_hash
-        session.commit()
+        session.flush()
     return user
 
 
