@@ -13,7 +13,7 @@ batches of `devices.ingest.BATCH_MAX` as the ingestor cuts them. On SQLite the d
 file with the project's own engine settings (core.db.make_engine: WAL, synchronous=NORMAL).
 
 Measured, batch by batch and interleaved so both sides see the same machine:
-- the report writer: `devices.service.apply_reports` inside `session_scope`, one transaction
+- the report writer: `devices.report_writer.apply_reports` inside `session_scope`, one transaction
   per batch, exactly as `ReportIngestor._write` calls it (raw rows stored, deliveries advanced);
 - the baseline: plain DB-API executemany of the same report rows into a table of the same shape
   (same columns and index), one transaction per batch: `sqlite3` on SQLite; psycopg executemany
@@ -56,6 +56,7 @@ from core import regions
 from core.db import make_engine, make_session_factory, session_scope
 from core.models import Region, RegionLevel
 from cunxiang_shared import protocol
+from devices import report_writer
 from devices import service as device_service
 from devices.ingest import BATCH_MAX
 from devices.models import FINAL_STATES, STATE_RANK, Delivery, DeliveryState
@@ -405,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                     baseline_s[i] += time.perf_counter() - started
                 started = time.perf_counter()
                 with session_scope(factory) as session:
-                    result = device_service.apply_reports(session=session, reports=batch)
+                    result = report_writer.apply_reports(session=session, reports=batch)
                 writer_s += time.perf_counter() - started
                 counts.update(
                     applied=result.applied,

@@ -17,7 +17,7 @@ would); its time is printed, not judged. Every day is then rolled up by
 `reports.service.ensure_rollups`, the code the reports use.
 
 Measured, with a warm cache (one unmeasured run first), median of --repeat runs:
-(a) one broadcast's reach by township: `devices.reach.reach()` for a one-off county-wide notice
+(a) one broadcast's reach by township: `reports.reach.broadcast_reach()` for a one-off county-wide notice
     (668 deliveries) in the middle of the data. Baseline: the same call with the database told not
     to use any index on `deliveries` (SQLite `NOT INDEXED`, PostgreSQL `enable_*scan = off`),
     i.e. what the figure would be without an index to find one airing's rows. Goal: < 10 ms.
@@ -57,9 +57,9 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from api import migrate  # noqa: E402
 from core import regions  # noqa: E402
 from core.db import make_engine, make_session_factory, session_scope  # noqa: E402
-from devices import reach as reach_stats  # noqa: E402
 from devices import service as device_service  # noqa: E402
 from devices.models import Delivery, Device  # noqa: E402
+from reports import reach as reach_stats  # noqa: E402
 from reports import service as report_service  # noqa: E402
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus, Priority  # noqa: E402
 
@@ -492,7 +492,7 @@ def _run(engine: Engine, url: str, rows: int, repeat: int) -> int:
     def one_broadcast(setup: Callable[[Session], None] = _as_is) -> dict:
         with factory() as s:
             setup(s)
-            return reach_stats.reach(session=s, occurrence_ids=[notice], level="township")
+            return reach_stats.broadcast_reach(session=s, occurrence_ids=[notice], level="township")
 
     reach_ms, fast = _median_ms(one_broadcast, repeat)
     with indexes_off(engine) as setup:
@@ -502,13 +502,13 @@ def _run(engine: Engine, url: str, rows: int, repeat: int) -> int:
     results.append(
         Result(
             what=f"one county-wide broadcast's reach by township ({fast['targeted']} deliveries), "
-            "devices.reach.reach()",
+            "reports.reach.broadcast_reach()",
             figure=reach_ms, unit="ms",
             baseline_what="the same call, no index on deliveries (table scan)", baseline=scan_ms,
             higher_is_better=False, goal_figure=GOAL_REACH_MS,
         )
     )  # fmt: skip
-    notes.append(f"reach() plan: {_plan(engine, one_broadcast)}")
+    notes.append(f"broadcast_reach() plan: {_plan(engine, one_broadcast)}")
 
     # (b) a month's report by township and by village, roll-ups against raw deliveries
     for level in ("township", "village"):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import errors
 from cunxiang_shared import protocol
 from devices.models import Device
 
@@ -27,8 +28,8 @@ SALT_BYTES = 12
 PASSWORD_BYTES = 18  # 24 characters of base64url
 
 
-class CredentialError(ValueError):
-    """A credential request that cannot be done; the text says why."""
+class CredentialError(errors.NotFound):
+    """No such speaker to give credentials to."""
 
 
 def hash_password(password: str, *, iterations: int = HASH_ITERATIONS, salt: bytes | None = None) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import utcnow
 from core.db import session_scope
 from cunxiang_shared import protocol
-from devices import fleet
+from devices import fleet, report_writer
 from devices import service as device_service
 from devices.transport import Link, shared
 
@@ -202,7 +202,7 @@ class ReportIngestor:
 
     def _store(self, parsed: _Parsed) -> None:
         with session_scope(self._session_factory) as session:
-            result = device_service.apply_reports(session=session, reports=parsed.reports)
+            result = report_writer.apply_reports(session=session, reports=parsed.reports)
             unknown_online = device_service.set_online_many(session=session, flags=parsed.online)
             status_applied, status_unknown = fleet.apply_statuses(session=session, statuses=parsed.statuses)
         # counted only once the transaction committed
@@ -216,7 +216,7 @@ class ReportIngestor:
         if result.unknown_delivery:
             log.warning("%d reports for occurrences not sent to their device", result.unknown_delivery)
         if result.revised:
-            # Airings played during an outage, reported after the deadline (devices.service).
+            # Airings played during an outage, reported after the deadline (devices.report_writer).
             self.counts["revised"] += sum(result.revised.values())
             log.info(
                 "late reports changed deliveries after their deadline: %s",

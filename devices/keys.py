@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core import errors
 from cunxiang_shared.signing import Signer, key_id, parse_public_key, public_key_text
 
 CURRENT = "command-signing.pem"
@@ -28,8 +29,16 @@ PREVIOUS = "command-signing.previous.pub"
 TRUSTED = "trusted-keys.txt"  # what speakers need; rewritten on every change
 
 
-class KeyStoreError(RuntimeError):
-    """A key operation that cannot be done; the text says why."""
+class KeyStoreError(errors.CunxiangError):
+    """A key operation that cannot be done; the subclass says which kind."""
+
+
+class KeyUnavailable(KeyStoreError, errors.Unavailable):
+    """No current signing key, or a key file that is not one: nothing can be signed."""
+
+
+class KeyStateConflict(KeyStoreError, errors.Conflict):
+    """Stage or rotate at the wrong moment: no current key yet, or a key already staged."""
 
 
 def keys_dir(data_dir: Path) -> Path:
@@ -54,7 +63,7 @@ def _write_private(path: Path, key: Ed25519PrivateKey) -> None:
 def _read_private(path: Path) -> Ed25519PrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyStoreError(f"{path} is not an Ed25519 private key")
+        raise KeyUnavailable(f"{path} is not an Ed25519 private key", reason="bad_key")
     return key
 
 
@@ -67,9 +76,9 @@ class KeySet:
     previous: Ed25519PublicKey | None
 
     def signer(self) -> Signer:
-        """A signer with the current key; KeyStoreError when there is none."""
+        """A signer with the current key; KeyUnavailable when there is none."""
         if self.current is None:
-            raise KeyStoreError("no command-signing key: run `cunxiang keys generate`")
+            raise KeyUnavailable("no command-signing key: run `cunxiang keys generate`", reason="no_key")
         return Signer(self.current)
 
     def trusted(self) -> list[tuple[str, Ed25519PublicKey]]:
@@ -125,9 +134,9 @@ def stage(data_dir: Path) -> KeySet:
     """Create the next key (trusted by speakers from now on, signing nothing yet)."""
     d = keys_dir(data_dir)
     if not (d / CURRENT).exists():
-        raise KeyStoreError("no current key to rotate from: run `cunxiang keys generate`")
+        raise KeyStateConflict("no current key to rotate from: run `cunxiang keys generate`", reason="no_key")
     if (d / NEXT).exists():
-        raise KeyStoreError(f"a key is already staged ({d / NEXT}); rotate to it first")
+        raise KeyStateConflict(f"a key is already staged ({d / NEXT}); rotate to it first", reason="staged")
     _write_private(d / NEXT, Ed25519PrivateKey.generate())
     return _publish_trusted(data_dir)
 
@@ -136,7 +145,7 @@ def rotate(data_dir: Path) -> KeySet:
     """Make the staged key (or a new one) current; the old current becomes the previous key."""
     d = keys_dir(data_dir)
     if not (d / CURRENT).exists():
-        raise KeyStoreError("no current key to rotate from: run `cunxiang keys generate`")
+        raise KeyStateConflict("no current key to rotate from: run `cunxiang keys generate`", reason="no_key")
     old = _read_private(d / CURRENT)
     (d / PREVIOUS).write_text(public_key_text(old.public_key()) + "\n")
     if (d / NEXT).exists():

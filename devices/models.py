@@ -69,7 +69,7 @@ class DeliverySettlement(Base):
     At the deadline every delivery without a final report becomes `no_report` (and only then: this
     row is written with it). A final report that arrives later still counts when the speaker acted
     by the deadline — an airing it played from its local programme during an outage, reported on
-    reconnect (devices.service.LATE_REPORT_WINDOW_S). `revised` counts those; whatever summarised
+    reconnect (devices.report_writer.LATE_REPORT_WINDOW_S). `revised` counts those; whatever summarised
     the occurrence before (the daily reach roll-ups) compares its own time with `revised_at`.
     """
 

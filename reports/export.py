@@ -18,7 +18,7 @@ COLUMNS = [
     ("failed", "播放失败"),
     ("no_report", "无回报"),
     ("reach_rate", "到达率"),
-    ("population", "目标人口"),
+    ("population_targeted", "目标人口"),
     ("population_reached", "覆盖人口"),
 ]
 
@@ -27,7 +27,7 @@ def table(report: dict) -> tuple[list[str], list[list]]:
     """Headings and rows of a reach report (per area, then the total)."""
     headings = [label for _, label in COLUMNS]
     rows = [[entry.get(key, "") for key, _ in COLUMNS] for entry in report["by_area"]]
-    total = {**report, "code": "", "name": "合计", "population": report.get("population_targeted", 0)}
+    total = {**report, "code": "", "name": "合计"}
     rows.append([total.get(key, "") for key, _ in COLUMNS])
     return headings, rows
 

@@ -26,8 +26,9 @@ class AreaReachRead(Counts):
     code: str = Field(description="Township or village code (the breakdown level).")
     name: str
     level: str
-    population: int = Field(description="Population of its villages with a targeted speaker.")
+    population_targeted: int = Field(description="Population of its villages with a targeted speaker.")
     population_reached: int = Field(description="Population of its villages where a speaker played.")
+    population: int = Field(description="API v1 name of `population_targeted`, kept for its clients.")
 
 
 class DayReachRead(Counts):

@@ -1,8 +1,9 @@
 """Reach over a period (day, week, month), by township or village, kept fast by daily roll-ups.
 
-The figures follow docs/reach.md: deliveries are unique by speaker per occurrence; `played` means
-reported played to the end; a village's population counts once in `population_reached` if any of
-its speakers played anything in the period (and once in `population_targeted` if any was targeted).
+The figures are those of reports.reach, named as docs/reach.md defines them: deliveries are unique
+by speaker per occurrence; `played` means reported played to the end; a village's population counts
+once in `population_reached` if any of its speakers played anything in the period (and once in
+`population_targeted` if any was targeted).
 
 An occurrence belongs to the local day (scheduler time zone) on which it started. A day is rolled
 up (its rows written to `reach_daily`) once it has ended and every occurrence that started on it is
@@ -23,16 +24,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from core import regions
+from core import errors, regions
 from core.clock import utcnow
 from core.models import Region, RegionLevel
 from devices.models import Delivery, DeliverySettlement, DeliveryState
 from reports.models import ReachDaily, ReachDay
+from reports.reach import COUNTS, POPULATIONS, finish_area, new_area, rate
 from scheduler.models import Occurrence, OccurrenceStatus
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("targeted", "played", "failed", "no_report", "other")
 PERIODS = ("day", "week", "month")
 # A month report covers at most this many days (a safety bound for custom ranges).
 MAX_DAYS = 31
@@ -63,7 +64,7 @@ def period_of(*, kind: str, day: date) -> Period:
         first = day.replace(day=1)
         following = (first + timedelta(days=32)).replace(day=1)
         return Period(kind, first, following - timedelta(days=1))
-    raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+    raise errors.InvalidInput("period", f"period must be one of {', '.join(PERIODS)}")
 
 
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -204,21 +205,9 @@ def _revised_since_rollup(session: Session, rolled: dict[date, datetime], zone: 
     return stale
 
 
-def _level_key(code: str, level: str) -> str:
-    if level == "township" and regions.level_of(code) is RegionLevel.village:
-        return code[:9] + "000"
-    if level == "county":
-        return code[:6] + "000000"
-    return code
-
-
 def default_level(area_code: str) -> str:
     """Townships for a county, villages for a township or village."""
     return "township" if regions.level_of(area_code) is RegionLevel.county else "village"
-
-
-def _rate(played: int, targeted: int) -> float:
-    return round(played / targeted, 4) if targeted else 0.0
 
 
 def period_report(
@@ -239,7 +228,7 @@ def period_report(
     roll-ups against the rows they summarise).
     """
     if len(period.days) > MAX_DAYS:
-        raise ValueError(f"a report covers at most {MAX_DAYS} days")
+        raise errors.InvalidInput("period", f"a report covers at most {MAX_DAYS} days")
     level = level or default_level(area_code)
     days = period.days
     prefix = regions.code_prefix(area_code)
@@ -257,7 +246,7 @@ def period_report(
         # Summed by the database: a month by village is ~10,000 roll-up rows but only a few hundred
         # areas and 31 days, and adding them up in Python cost most of the report's time.
         sums = [func.sum(getattr(ReachDaily, c)) for c in COUNTS]
-        low, high = prefix.ljust(12, "0"), prefix.ljust(12, "9")
+        low, high = regions.code_range(area_code)
         where = (ReachDaily.day.in_(rolled), ReachDaily.area_code.between(low, high))
         for code, *counts in session.execute(
             select(ReachDaily.area_code, *sums).where(*where).group_by(ReachDaily.area_code)
@@ -277,7 +266,7 @@ def period_report(
                 per_day[day][i] += int(n or 0)
 
     codes = set(per_area)
-    keys = {code: _level_key(code, level) for code in codes}
+    keys = {code: regions.at_level(code, level) for code in codes}
     names = {
         r.code: r
         for r in session.execute(
@@ -287,30 +276,27 @@ def period_report(
         )
     }
     by_area: dict[str, dict] = {}
-    totals = dict.fromkeys(COUNTS, 0) | {"population_targeted": 0, "population_reached": 0}
+    totals = dict.fromkeys(COUNTS, 0) | dict.fromkeys(POPULATIONS, 0)
     for code, counts in per_area.items():
         key = keys[code]
-        region = names.get(key)
-        entry = by_area.setdefault(
-            key,
-            {"code": key, "name": region.name if region else key, "level": level}
-            | dict.fromkeys(COUNTS, 0)
-            | {"population": 0, "population_reached": 0},
-        )
+        entry = by_area.get(key)
+        if entry is None:
+            region = names.get(key)
+            entry = by_area[key] = new_area(key, region.name if region else key, level)
         for name, n in zip(COUNTS, counts, strict=True):
             entry[name] += n
             totals[name] += n
         own = names.get(code)
         population = own.population if own is not None and own.level == RegionLevel.village else 0
         if counts[0]:
-            entry["population"] += population
+            entry["population_targeted"] += population
             totals["population_targeted"] += population
         if counts[1]:
             entry["population_reached"] += population
             totals["population_reached"] += population
     for entry in by_area.values():
-        entry["reach_rate"] = _rate(entry["played"], entry["targeted"])
-    totals["reach_rate"] = _rate(totals["played"], totals["targeted"])
+        finish_area(entry)
+    totals["reach_rate"] = rate(totals["played"], totals["targeted"])
     return {
         "area": area_code,
         "period": period.kind,
@@ -322,7 +308,7 @@ def period_report(
         **totals,
         "by_area": sorted(by_area.values(), key=lambda e: e["code"]),
         "by_day": [
-            {"day": d.isoformat(), **dict(zip(COUNTS, c, strict=True)), "reach_rate": _rate(c[1], c[0])}
+            {"day": d.isoformat(), **dict(zip(COUNTS, c, strict=True)), "reach_rate": rate(c[1], c[0])}
             for d, c in sorted(per_day.items())
         ],
     }

@@ -12,7 +12,6 @@ from core import regions
 from core.clock import utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import User
-from devices import reach as reach_stats
 from scheduler import conflicts, recurrence
 from scheduler.models import OPEN_STATUSES, Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus
 from scheduler.planning import CHECK_AHEAD, rule_of, target_area_codes
@@ -193,23 +192,3 @@ def conflicts_of(*, session: Session, broadcast: Broadcast, now: datetime | None
         return []
     everything = airings(session=session, area_codes=targets, start=now, end=now + CONFLICT_AHEAD)
     return [c.describe() for c in conflicts.find(everything, only_broadcast=broadcast.id)]
-
-
-def reach(*, session: Session, broadcast: Broadcast, level: str | None = None) -> dict:
-    """Reach figures of a broadcast over all its occurrences."""
-    if level is None:
-        widest = min((len(regions.code_prefix(c)) for c in broadcast.target_areas), default=12)
-        level = "township" if widest <= 6 else "village"
-    figures = reach_stats.reach(
-        session=session, occurrence_ids=[o.id for o in broadcast.occurrences], level=level
-    )
-    final = broadcast.status in (
-        BroadcastStatus.done,
-        BroadcastStatus.cancelled,
-        BroadcastStatus.rejected,
-    ) and all(
-        o.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched)
-        for o in broadcast.occurrences
-    )
-    return {"broadcast_id": broadcast.id, "status": broadcast.status, "final": final, **figures}
-

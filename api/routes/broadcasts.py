@@ -14,6 +14,7 @@ from api.deps import CurrentUser, PlannerDep, SenderDep, SessionDep, SettingsDep
 from api.routes.common import Limit, Offset, Page
 from devices import service as device_service
 from devices.schemas import DeliveryRead
+from reports import reach
 from scheduler import audit, flows, view
 from scheduler.access import visible_broadcast
 from scheduler.lifecycle import AUDIT_TYPE
@@ -151,7 +152,7 @@ def get_reach(
 ) -> dict:
     """Who was targeted, who played, and the population reached (see docs/reach.md)."""
     broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
-    return view.reach(session=session, broadcast=broadcast, level=level)
+    return reach.of_broadcast(session=session, broadcast=broadcast, level=level)
 
 
 @router.get("/{broadcast_id}/deliveries")

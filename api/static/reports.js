@@ -32,7 +32,7 @@
       var row = node("g", {"class": "bar", "data-code": e.code});
       row.appendChild(node("text", {x: 150, y: y + 15, "text-anchor": "end", "class": "lbl"}, e.name));
       [["played", e.played], ["failed", e.failed], ["no_report", e.no_report],
-       ["other", e.targeted - e.played - e.failed - e.no_report]].forEach(function (seg) {
+       ["other", e.other]].forEach(function (seg) {
         var w = BAR_W * seg[1] / scale;
         if (seg[1] > 0) {
           var rect = node("rect", {x: round1(160 + x), y: y, width: round1(w), height: 20,

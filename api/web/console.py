@@ -23,6 +23,7 @@ from core import regions
 from core.clock import utcnow
 from core.errors import Conflict, CunxiangError, Forbidden, InvalidInput, NotFound
 from core.models import Region, RegionLevel, Role, User
+from reports import reach
 from scheduler import audit, flows, view
 from scheduler.access import approval_refusal, may_cancel, visible_broadcast
 from scheduler.lifecycle import AUDIT_TYPE
@@ -321,7 +322,7 @@ def item(
 ):  # fmt: skip
     broadcast = load_broadcast(session, user, broadcast_id)
     history = audit.history(session=session, object_type=AUDIT_TYPE, object_id=broadcast.id)
-    figures = view.reach(session=session, broadcast=broadcast)
+    figures = reach.of_broadcast(session=session, broadcast=broadcast)
     return render.page(
         request,
         "item.html",

@@ -1,6 +1,6 @@
 """Reach report pages (per broadcast, per day/week/month) as tables and charts, CSV and XLSX.
 
-The figures are exactly those of the JSON API: a broadcast's from `scheduler.service.reach` (what
+The figures are exactly those of the JSON API: a broadcast's from `reports.reach.of_broadcast` (what
 GET /api/v1/broadcasts/{id}/reach returns), a period's from `reports.service.period_report` (what
 GET /api/v1/reports/reach returns). A broadcast's chart is inline SVG drawn on the server; a
 period's charts are drawn in the browser (static/reports.js) from GET /api/v1/reports/reach with
@@ -21,10 +21,9 @@ from api.deps import SessionDep, SettingsDep
 from api.web import render
 from api.web.console import area_choices, load_broadcast
 from api.web.session import PageError, WebUser, check_area, home_area
-from reports import export
+from reports import export, reach
 from reports import service as report_service
 from reports.schemas import FIRST_DAY, LAST_DAY
-from scheduler import view as scheduler_view
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -40,9 +39,8 @@ def area_bars(by_area: list[dict]) -> dict:
     rows = []
     for e in by_area:
         segments, x = [], 0.0
-        other = e["targeted"] - e["played"] - e["failed"] - e["no_report"]
-        for key, n in (("played", e["played"]), ("failed", e["failed"]), ("no_report", e["no_report"]),
-                       ("other", other)):  # fmt: skip
+        for key in ("played", "failed", "no_report", "other"):
+            n = e[key]
             width = BAR_W * n / widest
             if n > 0:
                 segments.append({"key": key, "x": round(x, 1), "w": round(width, 1), "n": n})
@@ -66,7 +64,7 @@ def _broadcast_reach(session, user, broadcast_id: int, level: str | None):
     broadcast = load_broadcast(session, user, broadcast_id)
     if level not in (None, "township", "village"):
         raise PageError(422, "统计层级只能是“按乡镇”或“按村”。")
-    return broadcast, scheduler_view.reach(session=session, broadcast=broadcast, level=level)
+    return broadcast, reach.of_broadcast(session=session, broadcast=broadcast, level=level)
 
 
 @router.get("/items/{broadcast_id}/reach")

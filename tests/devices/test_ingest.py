@@ -14,6 +14,7 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.models import Region, RegionLevel
 from cunxiang_shared import protocol
+from devices import report_writer
 from devices import service as device_service
 from devices.ingest import ReportIngestor, _Parsed
 from devices.models import Delivery, Device
@@ -201,14 +202,14 @@ def test_a_batch_the_database_refuses_is_stored_message_by_message(
 ):
     """If storing a batch fails (here: the writer raises for sp-a's report), the ingestor stores its
     messages one by one: sp-a's is counted as a write error, sp-b's report and online flag land."""
-    real = device_service.apply_reports
+    real = report_writer.apply_reports
 
     def refuse_sp_a(*, session, reports):
         if any(r.device_id == "sp-a" for r, _ in reports):
             raise RuntimeError("database refused the row")
         return real(session=session, reports=reports)
 
-    monkeypatch.setattr(device_service, "apply_reports", refuse_sp_a)
+    monkeypatch.setattr(report_writer, "apply_reports", refuse_sp_a)
     pub = _publisher(broker_url)
     for device in ("sp-a", "sp-b"):
         report = protocol.Report(device_id=device, occurrence_id=OCC, state="played")

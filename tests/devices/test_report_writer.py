@@ -11,6 +11,7 @@ from sqlalchemy import select
 from core.db import session_scope
 from core.models import Region, RegionLevel
 from cunxiang_shared import protocol
+from devices import report_writer
 from devices import service as device_service
 from devices.models import Delivery, DeliverySettlement, Device
 from devices.models import Report as ReportRow
@@ -58,7 +59,7 @@ def delivery(session, device_id: str, occurrence_id: int = OCC) -> Delivery:
 
 
 def test_a_whole_airing_in_one_batch_applies_in_arrival_order(fleet):
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("a1", "received", T0), T0),
@@ -84,7 +85,7 @@ def test_a_whole_airing_in_one_batch_applies_in_arrival_order(fleet):
 
 
 def test_only_final_reports_set_seconds_and_error(fleet):
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("a1", "playing", T0, seconds_played=0.0, error="warming up"), T0),
@@ -98,14 +99,14 @@ def test_only_final_reports_set_seconds_and_error(fleet):
 
 
 def test_no_report_deadline_counts_reports_that_arrived_up_to_it(fleet):
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=fleet, reports=[(report("a3", "received", T0 - timedelta(minutes=5)), T0)]
     )
     deadline = T0 + timedelta(minutes=10)
     device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline)
     fleet.commit()
 
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             # arrived exactly at the deadline: counts, whatever the speaker's clock says
@@ -130,7 +131,7 @@ def test_no_report_deadline_counts_reports_that_arrived_up_to_it(fleet):
     assert (a3.state, a3.finished_at, a3.received_at) == ("no_report", deadline, T0 - timedelta(minutes=5))
 
     # Once it has taken a final report, the delivery is final like any other.
-    late = device_service.apply_reports(
+    late = report_writer.apply_reports(
         session=fleet, reports=[(report("a1", "failed", T0, error="x"), deadline - timedelta(minutes=2))]
     )
     fleet.commit()
@@ -144,14 +145,14 @@ def test_an_airing_played_during_an_outage_counts_when_reported_days_later(fleet
     deadline = T0 + timedelta(minutes=10)
     fleet.get(Device, "a2").clock_offset_s = 700.0  # 11:40 slow: its T0+60 s was our T0+12:40
     fleet.get(Device, "a3").clock_offset_s = -120.0  # 2 min fast: its deadline+60 s was our deadline-60 s
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=fleet, reports=[(report("a1", "received", T0 - timedelta(minutes=1)), T0)]
     )
     assert device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline) == 3
     fleet.commit()
 
     back = deadline + timedelta(days=3)  # the link came back three days later
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("a1", "playing", T0), back),  # not final: stays no_report
@@ -176,7 +177,7 @@ def test_an_airing_played_during_an_outage_counts_when_reported_days_later(fleet
 
     # A revision of another delivery of the occurrence later on adds to the record.
     fleet.get(Device, "a2").clock_offset_s = 0.0
-    again = device_service.apply_reports(
+    again = report_writer.apply_reports(
         session=fleet,
         reports=[(report("a2", "played", T0 + timedelta(seconds=61), seconds_played=60.0), back)],
     )
@@ -191,9 +192,9 @@ def test_late_reports_count_only_within_the_window(fleet):
     deadline = T0 + timedelta(minutes=10)
     device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline)
     fleet.commit()
-    window = timedelta(seconds=device_service.LATE_REPORT_WINDOW_S)
+    window = timedelta(seconds=report_writer.LATE_REPORT_WINDOW_S)
     at = T0 + timedelta(seconds=60)
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("a1", "played", at, seconds_played=60.0), deadline + window - timedelta(minutes=1)),
@@ -208,7 +209,7 @@ def test_late_reports_count_only_within_the_window(fleet):
 def test_a_speakers_local_time_is_stored_as_the_same_instant(fleet):
     beijing = timezone(timedelta(hours=8))
     at = datetime(2026, 3, 2, 16, 0, 0, 250000, tzinfo=beijing)  # 08:00:00.25 UTC
-    device_service.apply_reports(session=fleet, reports=[(report("a1", "received", at), T0)])
+    report_writer.apply_reports(session=fleet, reports=[(report("a1", "received", at), T0)])
     fleet.commit()
     assert delivery(fleet, "a1").received_at == datetime(2026, 3, 2, 8, 0, 0, 250000, tzinfo=UTC)
     raw = fleet.scalars(select(ReportRow)).one()
@@ -216,7 +217,7 @@ def test_a_speakers_local_time_is_stored_as_the_same_instant(fleet):
 
 
 def test_counts_unknowns_and_keeps_raw_rows_only_for_deliveries(fleet):
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("a1", "received", T0, occurrence_id=OCC + 1), T0),  # a1's other occurrence
@@ -236,14 +237,14 @@ def test_counts_unknowns_and_keeps_raw_rows_only_for_deliveries(fleet):
 def test_deliveries_already_in_the_session_show_the_new_state(fleet):
     held = delivery(fleet, "a1")
     assert held.state == "pending"
-    device_service.apply_reports(session=fleet, reports=[(report("a1", "playing", T0), T0)])
+    report_writer.apply_reports(session=fleet, reports=[(report("a1", "playing", T0), T0)])
     assert held.state == "playing" and held.playing_at == T0  # same session, no explicit refresh
 
 
 def test_an_overlapping_writer_waits_and_never_moves_a_delivery_back(fleet, session_factory):
     """Two ingest workers (a shared subscription) with the same deliveries in flight at once."""
     first = session_factory()
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=first, reports=[(report("a1", "played", T0 + timedelta(seconds=60), seconds_played=60.0), T0)]
     )  # not committed yet: its locks are held
 
@@ -252,7 +253,7 @@ def test_an_overlapping_writer_waits_and_never_moves_a_delivery_back(fleet, sess
     def second_worker() -> None:
         try:
             with session_scope(session_factory) as s:
-                outcome["result"] = device_service.apply_reports(
+                outcome["result"] = report_writer.apply_reports(
                     session=s,
                     reports=[(report("a2", "received", T0), T0), (report("a1", "playing", T0), T0)],
                 )

@@ -10,10 +10,11 @@ from sqlalchemy import select
 from core.clock import utcnow
 from core.models import Region, RegionLevel
 from cunxiang_shared import protocol
-from devices import reach
+from devices import report_writer
 from devices import service as device_service
 from devices.models import Delivery
 from devices.models import Report as ReportRow
+from reports import reach
 
 OCC = 7
 
@@ -58,7 +59,7 @@ def states(session) -> dict[str, str]:
 
 def test_reports_move_forward_and_never_back(fleet):
     now = utcnow()
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("a1", "received"), now),
@@ -78,7 +79,7 @@ def test_reports_move_forward_and_never_back(fleet):
 
 def test_unknown_device_and_unknown_occurrence_are_counted_not_applied(fleet):
     now = utcnow()
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("ghost", "played"), now),
@@ -93,7 +94,7 @@ def test_unknown_device_and_unknown_occurrence_are_counted_not_applied(fleet):
 
 def test_deadline_turns_silence_into_no_report_and_late_reports_do_not_count(fleet):
     deadline = utcnow()
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=fleet, reports=[(report("a1", "played"), deadline), (report("a2", "playing"), deadline)]
     )
     n = device_service.finalize_deliveries(session=fleet, occurrence_id=OCC, at=deadline)
@@ -103,7 +104,7 @@ def test_deadline_turns_silence_into_no_report_and_late_reports_do_not_count(fle
 
     # b1's final report reached us before the deadline (it sat in the ingest batch): it counts.
     # a2's arrived after the deadline: it does not.
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=fleet,
         reports=[
             (report("b1", "played"), deadline - timedelta(milliseconds=20)),
@@ -117,12 +118,12 @@ def test_deadline_turns_silence_into_no_report_and_late_reports_do_not_count(fle
 
 def test_reach_counts_unique_devices_and_villages_once(fleet):
     now = utcnow()
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=fleet,
         reports=[(report("a1", "played"), now), (report("a2", "played"), now), (report("b1", "failed"), now)],
     )
     fleet.commit()
-    figures = reach.reach(session=fleet, occurrence_ids=[OCC], level="village")
+    figures = reach.broadcast_reach(session=fleet, occurrence_ids=[OCC], level="village")
     assert figures["targeted"] == 3
     assert (figures["played"], figures["failed"], figures["no_report"]) == (2, 1, 0)
     assert figures["reach_rate"] == round(2 / 3, 4)
@@ -132,7 +133,7 @@ def test_reach_counts_unique_devices_and_villages_once(fleet):
     assert by_code["341225100201"]["played"] == 2 and by_code["341225100201"]["population_reached"] == 1000
     assert by_code["341225100202"]["failed"] == 1 and by_code["341225100202"]["population_reached"] == 0
 
-    township = reach.reach(session=fleet, occurrence_ids=[OCC], level="township")
+    township = reach.broadcast_reach(session=fleet, occurrence_ids=[OCC], level="township")
     assert [(a["code"], a["name"], a["targeted"], a["played"]) for a in township["by_area"]] == [
         ("341225100000", "鹿城镇", 3, 2)
     ]

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core import regions
 from cunxiang_shared import protocol
+from devices import report_writer
 from devices import service as device_service
 from reports import service as report_service
 from reports.models import ReachDaily, ReachDay
@@ -58,7 +59,7 @@ def airing(session) -> int:
         at=START + timedelta(seconds=40),
         seconds_played=40.0,
     )
-    device_service.apply_reports(session=session, reports=[(played, START + timedelta(seconds=41))])
+    report_writer.apply_reports(session=session, reports=[(played, START + timedelta(seconds=41))])
     assert device_service.finalize_deliveries(session=session, occurrence_id=o.id, at=DEADLINE) == 2
     session.commit()
     return o.id
@@ -94,7 +95,7 @@ def test_a_late_report_rolls_the_day_up_again(session, airing):
     assert session.scalars(select(ReachDay.rolled_up_at)).one() == rolled_at
 
     # s2 comes back two days after the airing and reports it played on time.
-    result = device_service.apply_reports(
+    result = report_writer.apply_reports(
         session=session, reports=late_played(airing, "s2", DEADLINE + timedelta(days=2))
     )
     session.commit()
@@ -126,8 +127,8 @@ def test_a_stale_report_changes_nothing_and_redoes_nothing(session, airing):
     day_report(session)
     rolled_at = session.scalars(select(ReachDay.rolled_up_at)).one()
     # s3 reports after the window, s1 (already played) once more: neither changes a delivery.
-    window = timedelta(seconds=device_service.LATE_REPORT_WINDOW_S)
-    result = device_service.apply_reports(
+    window = timedelta(seconds=report_writer.LATE_REPORT_WINDOW_S)
+    result = report_writer.apply_reports(
         session=session,
         reports=late_played(airing, "s3", DEADLINE + window + timedelta(hours=1))
         + late_played(airing, "s1", DEADLINE + timedelta(days=1)),
@@ -142,7 +143,7 @@ def test_a_day_rolled_up_before_it_closed_falls_back_to_the_raw_figures(session,
     # Rolled up by hand while the day is still open (the occurrence is on the last day in "now").
     report_service.rollup_day(session=session, day=DAY, zone=ZONE)
     session.commit()
-    device_service.apply_reports(
+    report_writer.apply_reports(
         session=session, reports=late_played(airing, "s3", DEADLINE + timedelta(hours=1))
     )
     session.commit()

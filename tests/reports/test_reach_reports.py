@@ -11,7 +11,7 @@ import pytest
 from core import regions
 from devices import service as device_service
 from devices.models import Delivery, DeliveryState
-from reports import public
+from reports import export, public, reach
 from reports import service as report_service
 from reports.models import ReachDaily
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus, Priority
@@ -136,6 +136,22 @@ def test_day_week_month_match_the_hand_count_and_use_rollups(session, scenario):
     tue = report(session, "day", tuesday)
     assert tue["rolled_up_days"] == ["2026-11-03"]
     assert (tue["targeted"], tue["no_report"], tue["other"]) == (1, 1, 0)  # o3's rows were deleted above
+
+
+def test_a_broadcast_and_a_period_speak_one_vocabulary(session, scenario):
+    """Tuesday in township B is one airing (o3): its broadcast reach and the day's report give the
+    same figures under the same names, totals and per village, and the CSV columns exist in both."""
+    o3 = session.query(Occurrence).filter(Occurrence.start_at == local(2026, 11, 3, 0, 30)).one()
+    one = reach.broadcast_reach(session=session, occurrence_ids=[o3.id], level="village")
+    day = report(session, "day", date(2026, 11, 3), area=TOWN_B)
+    assert figures(one) == figures(day) == (2, 1, 0, 0, 1, 700, 700)
+    assert (one["skipped"], one["other"]) == (1, 1)
+    assert one["by_area"] == day["by_area"]
+    names = {"code", "name", "level", "reach_rate", *reach.COUNTS, *reach.POPULATIONS}
+    assert set(one["by_area"][0]) == names | {reach.V1_AREA_POPULATION}
+    headings_one, rows_one = export.table(one)
+    assert (headings_one, rows_one) == export.table(day)
+    assert rows_one[-1][1:] == ["合计", 2, 1, 0, 0, 0.5, 700, 700]
 
 
 def test_today_is_never_rolled_up(session, scenario):

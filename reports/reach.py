@@ -1,14 +1,16 @@
-"""Reach statistics: who was targeted, who played, and how many people that covers.
+"""Reach figures: the one vocabulary of every reach report, and the reach of one broadcast.
 
-Definitions (also in docs/reach.md):
-- targeted: deliveries snapshotted at dispatch, one per speaker (unique by device).
-- pending, received, playing, played, failed, skipped, preempted, no_report: deliveries in each
-  state now; they add up to targeted. `played` means reported played to the end. `no_report`
-  means no final report by the deadline (a speaker that vanished mid-broadcast ends here).
-- acknowledged: deliveries whose speaker sent any report at all (received or later).
-- reach_rate: played / targeted.
-- population_reached: population of the villages with at least one speaker that played; a
-  village counts once however many of its speakers played.
+Every report (one broadcast's airings, a day, a week, a month) counts deliveries — one per speaker
+per airing — with the same names, defined once in docs/reach.md ("Figures"):
+
+- COUNTS, per area, per day and in total: `targeted`, `played`, `failed`, `no_report`, `other`
+  (targeted minus the three before it: skipped, preempted, and while airings are open also
+  pending, received, playing); `reach_rate` = played / targeted.
+- POPULATIONS: `population_targeted` (villages with a targeted speaker) and `population_reached`
+  (villages where a speaker played), each village once.
+- One broadcast's report adds the delivery states (STATES) and `acknowledged`.
+
+`broadcast_reach` is one broadcast's (its occurrences'); reports.service.period_report a period's.
 """
 
 from __future__ import annotations
@@ -18,13 +20,39 @@ from collections.abc import Sequence
 from sqlalchemy import Select, String, bindparam, func, literal_column, select, type_coerce
 from sqlalchemy.orm import Session
 
-from core.models import Region
+from core import regions
+from core.models import Region, RegionLevel
 from devices.models import Delivery, DeliveryState
+from scheduler.models import Broadcast, BroadcastStatus, OccurrenceStatus
 
+LEVELS = [RegionLevel.county, RegionLevel.township, RegionLevel.village]
+
+COUNTS = ("targeted", "played", "failed", "no_report", "other")
+POPULATIONS = ("population_targeted", "population_reached")
 STATES = [s.value for s in DeliveryState]
+# API v1 name of an area's `population_targeted` in `by_area`, kept for the clients that read it.
+V1_AREA_POPULATION = "population"
 
 _D = Delivery.__table__
 _R = Region.__table__
+
+
+def rate(played: int, targeted: int) -> float:
+    """reach_rate: played / targeted, to four places (0 when nothing was targeted)."""
+    return round(played / targeted, 4) if targeted else 0.0
+
+
+def new_area(code: str, name: str, level: str) -> dict:
+    """A `by_area` entry with every count at zero."""
+    counts = dict.fromkeys(COUNTS, 0) | dict.fromkeys(POPULATIONS, 0)
+    return {"code": code, "name": name, "level": level} | counts
+
+
+def finish_area(entry: dict) -> dict:
+    """Complete a `by_area` entry whose counts are in: its reach rate and the API v1 name."""
+    entry["reach_rate"] = rate(entry["played"], entry["targeted"])
+    entry[V1_AREA_POPULATION] = entry["population_targeted"]
+    return entry
 
 
 def _statement(level: str) -> Select:
@@ -50,7 +78,7 @@ def _statement(level: str) -> Select:
     )
     village = _R.alias("village")
     code = per_area.c.area_code
-    # the area at `level`: the village code's first 9 (township) or 6 (county) digits, padded
+    # core.regions.at_level in SQL: the village code's first 9 (township) or 6 (county) digits, padded
     if level == "township":
         key = func.substr(code, 1, 9, type_=String) + literal_column("'000'", String)
     elif level == "county":
@@ -66,8 +94,8 @@ def _statement(level: str) -> Select:
 _STATEMENTS: dict[str, Select] = {}
 
 
-def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "township") -> dict:
-    """Totals and a per-area breakdown (at `level`) for the deliveries of some occurrences."""
+def broadcast_reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "township") -> dict:
+    """Totals and a per-area breakdown (at `level`) of the deliveries of some occurrences."""
     kind = level if level in ("township", "county") else "village"  # any other level: by area code
     statement = _STATEMENTS.get(kind)
     if statement is None:
@@ -87,17 +115,7 @@ def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "town
         key = row[4 + n]
         entry = by_area.get(key)
         if entry is None:
-            entry = by_area[key] = {
-                "code": key,
-                "name": row[5 + n] or key,
-                "level": level,
-                "targeted": 0,
-                "played": 0,
-                "failed": 0,
-                "no_report": 0,
-                "population": 0,
-                "population_reached": 0,
-            }
+            entry = by_area[key] = new_area(key, row[5 + n] or key, level)
         played = row[played_at]
         entry["targeted"] += sum(row[2 : 2 + n])
         entry["played"] += played
@@ -105,13 +123,14 @@ def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "town
         entry["no_report"] += row[no_report_at]
         if row[2 + n] == "village":
             pop = row[3 + n] or 0
-            entry["population"] += pop
+            entry["population_targeted"] += pop
             population_targeted += pop
             if played > 0:
                 entry["population_reached"] += pop
                 population_reached += pop
     for entry in by_area.values():
-        entry["reach_rate"] = round(entry["played"] / entry["targeted"], 4) if entry["targeted"] else 0.0
+        entry["other"] = entry["targeted"] - entry["played"] - entry["failed"] - entry["no_report"]
+        finish_area(entry)
 
     targeted = sum(totals.values())
     return {
@@ -125,8 +144,27 @@ def reach(*, session: Session, occurrence_ids: Sequence[int], level: str = "town
         "skipped": totals["skipped"],
         "preempted": totals["preempted"],
         "no_report": totals["no_report"],
-        "reach_rate": round(totals["played"] / targeted, 4) if targeted else 0.0,
+        "other": targeted - totals["played"] - totals["failed"] - totals["no_report"],
+        "reach_rate": rate(totals["played"], targeted),
         "population_targeted": population_targeted,
         "population_reached": population_reached,
         "by_area": sorted(by_area.values(), key=lambda e: e["code"]),
     }
+
+
+def of_broadcast(*, session: Session, broadcast: Broadcast, level: str | None = None) -> dict:
+    """A broadcast's reach over all its occurrences, and whether the figures are final (docs/reach.md).
+
+    Absent `level`: by township for a county-wide broadcast, else by village.
+    """
+    if level is None:
+        widest = min((regions.level_of(c) for c in broadcast.target_areas), default=RegionLevel.village,
+                     key=LEVELS.index)  # fmt: skip
+        level = "township" if widest is RegionLevel.county else "village"
+    occurrence_ids = [o.id for o in broadcast.occurrences]
+    figures = broadcast_reach(session=session, occurrence_ids=occurrence_ids, level=level)
+    final = broadcast.status in (
+        BroadcastStatus.done, BroadcastStatus.cancelled, BroadcastStatus.rejected
+    ) and all(o.status not in (OccurrenceStatus.scheduled, OccurrenceStatus.dispatched)
+              for o in broadcast.occurrences)  # fmt: skip
+    return {"broadcast_id": broadcast.id, "status": broadcast.status, "final": final, **figures}
