@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.db import Base, make_engine, make_session_factory
+from core.errors import InvalidInput
 from core.settings import Settings
 from tests.tts.helpers import ffprobe_ms, files_in, id3_title, loudness
 from tts import audio, service, store
@@ -106,7 +107,9 @@ def test_each_assembly_choice_is_its_own_cache_entry(
 def test_bad_options_name_the_field(db: Session, settings: Settings, options: dict, field: str) -> None:
     with pytest.raises(SpeechInputError) as refused:
         speak(db, settings, **options)
-    assert refused.value.field == field
+    assert refused.value.field == f"speech.{field}"  # where requests carry it
+    assert refused.value.setting == field
+    assert isinstance(refused.value, InvalidInput) and not isinstance(refused.value, ValueError)
     assert db.scalar(select(func.count()).select_from(AudioAsset)) == 0
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from core.settings import Settings
 from tts.engines import Engine, EngineError, EspeakEngine, get_engine
+from tts.exceptions import SpeechInputError
 
 SENTENCE = "各位村民请注意。"
 
@@ -35,10 +36,22 @@ def test_unknown_engine_is_named_in_the_error() -> None:
         get_engine("nope", Settings())
 
 
-@pytest.mark.parametrize("rate", [-51, 101, 1.5, True])
-def test_rate_out_of_range_is_refused(rate: object) -> None:
-    with pytest.raises(ValueError, match="rate must be"):
-        EspeakEngine().cache_params(voice="cmn", rate=rate)  # type: ignore[arg-type]
+@pytest.mark.parametrize("rate", [-51, 101, 1.5, True, "-20%"])
+@pytest.mark.parametrize("name", ["espeak", "edge"])
+def test_rate_out_of_range_is_refused_naming_the_field(tmp_path: Path, name: str, rate: object) -> None:
+    engine = get_engine(name, Settings(data_dir=tmp_path))
+    with pytest.raises(SpeechInputError, match="rate must be") as refused:
+        engine.cache_params(voice="cmn", rate=rate)  # type: ignore[arg-type]
+    assert refused.value.field == "speech.rate"
+
+
+@pytest.mark.parametrize("pitch", [-51, 51, "+5Hz"])
+@pytest.mark.parametrize("name", ["espeak", "edge"])
+def test_pitch_out_of_range_is_refused_naming_the_field(tmp_path: Path, name: str, pitch: object) -> None:
+    engine = get_engine(name, Settings(data_dir=tmp_path))
+    with pytest.raises(SpeechInputError, match="pitch must be") as refused:
+        engine.cache_params(voice="cmn", rate=0, pitch=pitch)  # type: ignore[arg-type]
+    assert refused.value.field == "speech.pitch"
 
 
 def test_espeak_writes_mono_wav_speech(tmp_path: Path) -> None:
