@@ -110,3 +110,17 @@ def test_timeout_kills_espeak_and_cleans_up(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="no result after"):
         asyncio.run(engine.synthesize(SENTENCE * 100, voice="cmn", rate=0, out_dir=tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("prosody", "field"), [({"rate": "-20%"}, "speech.rate"), ({"pitch": "+5Hz"}, "speech.pitch")]
+)
+def test_edge_refuses_edge_tts_strings_before_edge_tts_can_raise_value_error(
+    tmp_path: Path, prosody: dict, field: str
+) -> None:
+    """edge-tts itself raises ValueError for a malformed rate/pitch: the engine never lets one through."""
+    engine = get_engine("edge", Settings(data_dir=tmp_path))
+    options = {"rate": 0, **prosody}
+    with pytest.raises(SpeechInputError) as refused:
+        asyncio.run(engine.synthesize(SENTENCE, voice="zh-CN-XiaoxiaoNeural", out_dir=tmp_path, **options))
+    assert refused.value.field == field and not isinstance(refused.value, ValueError)
