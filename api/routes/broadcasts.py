@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 from api.deps import CurrentUser, ServicesDep, SessionDep, SettingsDep, require_roles
 from api.routes.common import Limit, Offset, Page
 from core.clock import utcnow
+from core.errors import InvalidInput as PlaylistError  # bridge until guarded() goes: by its field
 from core.models import Role, User
 from devices import service as device_service
 from devices.schemas import DeliveryRead
 from devices.transport import LinkError
-from playlists.service import PlaylistError
 from scheduler import audit
 from scheduler import service as scheduler_service
 from scheduler.exceptions import BroadcastError, Forbidden, InvalidState, NotFound
