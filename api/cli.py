@@ -337,7 +337,7 @@ def cmd_tts_cleanup(args: argparse.Namespace) -> int:
 
     from playlists.models import PlaylistItem
     from scheduler.models import Broadcast, Occurrence
-    from tts import service as tts_service
+    from tts import flows as tts_flows
 
     settings = _settings(args)
     with _session_factory(settings)() as session:
@@ -346,7 +346,7 @@ def cmd_tts_cleanup(args: argparse.Namespace) -> int:
             for column in (Broadcast.asset_id, Occurrence.asset_id, PlaylistItem.asset_id)
             for i in session.scalars(select(column).where(column.is_not(None)))
         }
-        report = tts_service.cleanup(
+        report = tts_flows.cleanup(
             session=session,
             settings=settings,
             referenced_ids=referenced,

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from core.errors import Conflict, CunxiangError, Forbidden, InvalidInput, NotFound, Unavailable
+from tts.exceptions import SynthesisFailed
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,13 @@ def status_of(exc: CunxiangError) -> int:
 
 def body_of(exc: CunxiangError) -> dict:
     """The JSON body: `detail` (FastAPI's shape for a field error), and `reason` when given."""
-    if isinstance(exc, InvalidInput):
+    if isinstance(exc, SynthesisFailed):  # every engine tried, each with its reason
+        body: dict = {
+            "detail": {"msg": exc.message, "reasons": [{"engine": e, "reason": r} for e, r in exc.reasons]}
+        }
+    elif isinstance(exc, InvalidInput):
         loc = ["body", *exc.field.split(".")] if exc.field else ["body"]
-        body: dict = {"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]}
+        body = {"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]}
     else:
         body = {"detail": exc.message}
     if exc.reason:

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydub import AudioSegment
 from pydub.exceptions import CouldntDecodeError
 
+from core.errors import Unavailable
+
 SAMPLE_WIDTH = 2  # 16-bit PCM while joining
 # The rate items are joined at; edge-tts gives 24 kHz, espeak-ng 22.05 kHz.
 JOIN_RATE = 24_000
@@ -22,8 +24,8 @@ ENCODE_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 30.0
 
 
-class AssemblyError(RuntimeError):
-    """An item could not be decoded, or ffmpeg/ffprobe failed."""
+class AssemblyError(Unavailable):
+    """An item could not be decoded, or ffmpeg/ffprobe failed (our stored audio or our tools: 503)."""
 
 
 def decode(path: Path) -> AudioSegment:

@@ -3,7 +3,9 @@
 Assembly synthesises each text item through `tts.service` with its speech settings (the shape a
 preview takes, so a previewed text is not synthesised again), joins the files
 (`playlists.audio`) and stores the result in the content-addressed store as an `AudioAsset`
-keyed by what went in, so assembling an unchanged playlist twice costs one lookup.
+keyed by what went in, so assembling an unchanged playlist twice costs one lookup. The verbs flush
+and never commit (`playlists.flows` does); asset rows are recorded as `tts.service` records them,
+durable at once (a cache entry is not part of the caller's change).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import regions
 from core.clock import utcnow
+from core.errors import InvalidInput, NotFound
 from core.models import User
 from core.settings import Settings
 from playlists import audio
@@ -40,13 +42,16 @@ PLAYLIST_ENGINE = "playlist"  # AudioAsset.engine of assembled programmes
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
-class PlaylistError(ValueError):
+class PlaylistError(InvalidInput):
     """A playlist request that cannot be accepted; `field` names the offending input."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+
+class PlaylistNotFound(NotFound):
+    """No playlist with this id."""
+
+    def __init__(self, playlist_id: int) -> None:
+        super().__init__(f"no playlist {playlist_id}")
+        self.playlist_id = playlist_id
 
 
 def get(*, session: Session, playlist_id: int) -> Playlist | None:
@@ -157,12 +162,19 @@ def _item_asset(session: Session, settings: Settings, item: PlaylistItem) -> Aud
             session=session, settings=settings, text=item.text or "", **speech_of(item).options()
         )
     except SpeechInputError as exc:  # e.g. a voice the catalogue no longer has
-        raise PlaylistError(f"items.{item.position}.speech.{exc.field}", exc.message) from None
+        raise PlaylistError(f"items.{item.position}.{exc.field}", exc.message) from None
     return result.asset
 
 
 def _store_asset(
-    session: Session, *, key: str, staged: Path, audio_dir: Path, engine: str, text: str | None
+    session: Session,
+    *,
+    key: str,
+    staged: Path,
+    audio_dir: Path,
+    engine: str,
+    text: str | None,
+    repair_id: int | None,
 ) -> AudioAsset:
     """Move a staged MP3 into the store and record it under `key` (an existing row wins a race)."""
     ms = audio.duration_ms(staged)
@@ -177,12 +189,8 @@ def _store_asset(
         voice="",
         text=text,
     )
-    try:
-        with session.begin_nested():
-            session.add(asset)
-    except IntegrityError:
-        asset = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one()
-    return asset
+    row, _ = tts_service.record_asset(session=session, asset=asset, repair_id=repair_id)
+    return row
 
 
 def assemble(*, session: Session, settings: Settings, playlist: Playlist) -> AudioAsset:
@@ -201,19 +209,15 @@ def assemble(*, session: Session, settings: Settings, playlist: Playlist) -> Aud
     existing = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one_or_none()
     if existing is not None and store.exists(settings.audio_dir, existing.sha256):
         return existing
-    if existing is not None:  # the row outlived its file: make the file again under the same key
-        session.delete(existing)
-        session.flush()
+    # An existing row without its file (deleted by hand, restored backup) is repaired in place.
     paths = [tts_service.asset_path(settings=settings, asset=a) for a in assets]
-    try:
-        joined = audio.join(paths, repeat=playlist.repeat, gap_ms=playlist.gap_ms)
-    except audio.AssemblyError as exc:
-        raise PlaylistError("items", str(exc)) from None
+    joined = audio.join(paths, repeat=playlist.repeat, gap_ms=playlist.gap_ms)  # AssemblyError: Unavailable
     with store.staging(settings.audio_dir) as staged:
         audio.encode_mp3(joined, staged)
         asset = _store_asset(
             session, key=key, staged=staged, audio_dir=settings.audio_dir, engine=PLAYLIST_ENGINE,
             text=f"playlist {playlist.id} r{playlist.revision}: {playlist.name}",
+            repair_id=existing.id if existing is not None else None,
         )  # fmt: skip
     log.info(
         "assembled playlist %s (revision %s, %d items x %d) into asset %s, %d ms",

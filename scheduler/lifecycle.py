@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
@@ -421,3 +421,23 @@ def stop_area(*, session: Session, user: User, area_code: str, comment: str | No
     )  # fmt: skip
     return plan
 
+
+class PlaylistBroadcasts:
+    """`playlists.flows.Broadcasts` over the scheduler's tables: which open broadcasts air a
+    playlist, and letting go of one that is deleted (playlists/ may not import scheduler/)."""
+
+    def open_users(self, *, session: Session, playlist_id: int) -> list[int]:
+        """Open broadcasts that air this playlist."""
+        query = select(Broadcast.id).where(
+            Broadcast.playlist_id == playlist_id, Broadcast.status.in_(OPEN_STATUSES)
+        )
+        return list(session.scalars(query))
+
+    def release(self, *, session: Session, playlist_id: int) -> None:
+        """Finished broadcasts keep their audio but no longer name the deleted playlist."""
+        session.execute(
+            update(Broadcast).where(Broadcast.playlist_id == playlist_id).values(playlist_id=None)
+        )
+
+
+PLAYLIST_BROADCASTS = PlaylistBroadcasts()

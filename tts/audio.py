@@ -39,7 +39,9 @@ from pydub import AudioSegment
 from pydub.exceptions import CouldntDecodeError
 from pydub.generators import Sine
 
+from core.errors import InvalidInput, Unavailable
 from core.settings import AudioSettings
+from tts.exceptions import SpeechInputError
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +73,19 @@ MAX_REPEAT = 5
 SAMPLE_WIDTH = 2  # 16-bit PCM while assembling
 
 
-class AudioError(RuntimeError):
+class AudioError(Unavailable):
     """Decoding, encoding or measuring audio failed (ffmpeg/ffprobe missing or unhappy)."""
 
 
-class NotAudio(AudioError):
-    """An uploaded file is not audio we accept (wrong format, no sound, too long)."""
+class NotAudio(InvalidInput):
+    """An uploaded file is not audio we accept (wrong format, no sound, too long): the caller's
+    input (field ``file``), not a failure of ours, so not an `AudioError`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("file", message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -114,11 +123,13 @@ class AssemblyParams:
 
     def __post_init__(self) -> None:
         if isinstance(self.repeat, bool) or not isinstance(self.repeat, int):
-            raise ValueError(f"repeat must be an integer from 1 to {MAX_REPEAT}")
+            raise SpeechInputError("repeat", f"repeat must be an integer from 1 to {MAX_REPEAT}")
         if not 1 <= self.repeat <= MAX_REPEAT:
-            raise ValueError(f"repeat must be from 1 to {MAX_REPEAT}, not {self.repeat}")
+            raise SpeechInputError("repeat", f"repeat must be from 1 to {MAX_REPEAT}, not {self.repeat}")
         if isinstance(self.volume, bool) or not isinstance(self.volume, int) or not -50 <= self.volume <= 100:
-            raise ValueError(f"volume must be an integer percentage from -50 to 100, not {self.volume!r}")
+            raise SpeechInputError(
+                "volume", f"volume must be an integer percentage from -50 to 100, not {self.volume!r}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

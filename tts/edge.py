@@ -29,7 +29,8 @@ import edge_tts
 from edge_tts.exceptions import EdgeTTSException
 
 from core.settings import Settings
-from tts.engines import EngineError, check_pitch, check_rate, register_engine
+from tts.base import check_pitch, check_rate
+from tts.exceptions import EngineError
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,3 @@ def _discard(path: Path) -> None:
 
 def _prosody(rate: int, pitch: int) -> dict[str, str]:
     return {"rate": f"{check_rate(rate):+d}%", "pitch": f"{check_pitch(pitch):+d}Hz"}
-
-
-register_engine("edge", EdgeEngine.from_settings)

@@ -10,11 +10,12 @@ words per minute; edge-tts ``"+0%"`` strings). ``pitch`` is an offset in Hz (edg
 ``"+0Hz"``; espeak-ng maps it onto its 0..99 pitch scale). Volume is not an engine parameter:
 the assembled announcement is loudness-normalised, so volume is applied there (`tts.audio`).
 
-Built in: ``edge`` (tts/edge.py, online) and ``espeak`` (here, offline). Adding an engine (e.g. a
-local neural model): write a class with the `Engine` shape and a ``from_settings(settings)``
-classmethod, call ``register_engine("name", Cls.from_settings)``, and list its voices with
-`tts.voices.register_voices`. Callers only ever use `get_engine(name, settings)`; the fallback
-chain (`tts.service`) treats every engine alike.
+Built in: ``edge`` (tts/edge.py, online) and ``espeak`` (here, offline). The shared shape is in
+`tts.base`, which the engines import; this registry imports the engines, never the other way.
+Adding an engine (e.g. a local neural model): write a class with the `Engine` shape and a
+``from_settings(settings)`` classmethod, call ``register_engine("name", Cls.from_settings)``, and
+list its voices with `tts.voices.register_voices`. Callers only ever use
+`get_engine(name, settings)`; the fallback chain (`tts.service`) treats every engine alike.
 """
 
 from __future__ import annotations
@@ -27,16 +28,30 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from core.settings import Settings
+from tts.base import PITCH_MAX, PITCH_MIN, RATE_MAX, RATE_MIN, Engine, check_pitch, check_rate
+from tts.edge import EdgeEngine
+from tts.exceptions import EngineError
+
+# Re-exported: callers have always imported these from here.
+__all__ = [
+    "PITCH_MAX",
+    "PITCH_MIN",
+    "RATE_MAX",
+    "RATE_MIN",
+    "Engine",
+    "EngineError",
+    "EspeakEngine",
+    "check_pitch",
+    "check_rate",
+    "engine_names",
+    "get_engine",
+    "register_engine",
+]
 
 logger = logging.getLogger(__name__)
-
-RATE_MIN = -50
-RATE_MAX = 100
-PITCH_MIN = -50
-PITCH_MAX = 50
 
 # espeak-ng renders 500 Chinese characters in ~0.2 s; a piece that takes this long is stuck.
 ESPEAK_TIMEOUT_S = 60.0
@@ -45,52 +60,6 @@ ESPEAK_BINARY = "espeak-ng"
 # A voice name goes into an argument vector, never a shell; still, keep it to what voice
 # names look like so it cannot be taken for an option.
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+\-]{0,63}")
-
-
-class EngineError(RuntimeError):
-    """An engine is missing, misconfigured or failed; the message says which and why."""
-
-
-@runtime_checkable
-class Engine(Protocol):
-    """What the service needs from a speech engine."""
-
-    name: str
-    default_voice: str
-    # Longest piece of text (characters) the engine should be given in one call.
-    max_piece_chars: int
-
-    def available(self) -> bool:
-        """Whether the engine can be used right now (binary present, service reachable)."""
-        ...
-
-    def unavailable_reason(self) -> str:
-        """Why `available` is False, in words an operator can act on."""
-        ...
-
-    def cache_params(self, *, voice: str, rate: int, pitch: int = 0) -> dict[str, Any]:
-        """Everything besides the text that decides the audio; part of the asset's cache key."""
-        ...
-
-    async def synthesize(self, text: str, *, voice: str, rate: int, out_dir: Path, pitch: int = 0) -> Path:
-        """Speak text into a new audio file inside out_dir and return its path."""
-        ...
-
-
-def check_rate(rate: int) -> int:
-    """Return rate if it is an allowed percentage, else raise ValueError."""
-    if isinstance(rate, bool) or not isinstance(rate, int) or not RATE_MIN <= rate <= RATE_MAX:
-        raise ValueError(f"rate must be an integer percentage from {RATE_MIN} to {RATE_MAX}, not {rate!r}")
-    return rate
-
-
-def check_pitch(pitch: int) -> int:
-    """Return pitch if it is an allowed offset in Hz, else raise ValueError."""
-    if isinstance(pitch, bool) or not isinstance(pitch, int) or not PITCH_MIN <= pitch <= PITCH_MAX:
-        raise ValueError(
-            f"pitch must be an integer offset in Hz from {PITCH_MIN} to {PITCH_MAX}, not {pitch!r}"
-        )
-    return pitch
 
 
 class EspeakEngine:
@@ -195,7 +164,7 @@ def _discard(path: Path) -> None:
 
 EngineFactory = Callable[[Settings], Engine]
 
-_REGISTRY: dict[str, EngineFactory] = {"espeak": EspeakEngine.from_settings}
+_REGISTRY: dict[str, EngineFactory] = {"edge": EdgeEngine.from_settings, "espeak": EspeakEngine.from_settings}
 
 
 def register_engine(name: str, factory: EngineFactory) -> None:
@@ -203,21 +172,13 @@ def register_engine(name: str, factory: EngineFactory) -> None:
     _REGISTRY[name] = factory
 
 
-def _load_builtin() -> None:
-    # tts.edge registers itself on import; imported here, not at the top, because it builds on
-    # this module.
-    import tts.edge  # noqa: F401
-
-
 def engine_names() -> list[str]:
     """Names of the registered engines."""
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_engine(name: str | None, settings: Settings) -> Engine:
     """Build the named engine (settings.tts.engine when None); EngineError if there is no such engine."""
-    _load_builtin()
     name = name or settings.tts.engine
     factory = _REGISTRY.get(name)
     if factory is None:

@@ -1,17 +1,33 @@
-"""Errors of the speech stage that callers map to answers (422 naming a field, 503 with reasons)."""
+"""Errors of the speech stage, on the project's error family (`core.errors`).
+
+    EngineError (Unavailable)       an engine is missing, misconfigured or failed
+    └── SynthesisFailed             every engine of the chain failed; `reasons` per engine
+    SpeechInputError (InvalidInput) a speech setting cannot be served: field ``speech.<setting>``
+
+`tts.text.TextError` (InvalidInput, field ``text``) and `tts.audio.AudioError` (Unavailable) /
+`tts.audio.NotAudio` (InvalidInput, field ``file``) live beside the code that raises them.
+No bare ValueError leaves the speech stage for a bad request: callers catch the family.
+"""
 
 from __future__ import annotations
 
-from tts.engines import EngineError
+from core.errors import InvalidInput, Unavailable
 
 
-class SpeechInputError(ValueError):
-    """A request the speech stage cannot serve as asked; ``field`` names the offending input."""
+class EngineError(Unavailable):
+    """An engine is missing, misconfigured or failed; the message says which and why."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+
+class SpeechInputError(InvalidInput):
+    """A speech setting the stage cannot serve as asked (unknown voice, rate out of range, ...).
+
+    ``setting`` is its name inside `tts.schemas.SpeechSettings` (``voice``, ``rate``, ...);
+    ``field`` the path where requests carry it, ``speech.<setting>``.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"speech.{setting}", message)
+        self.setting = setting
 
 
 class SynthesisFailed(EngineError):

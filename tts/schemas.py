@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer, model_validator
 
 from tts import audio
-from tts.engines import PITCH_MAX, PITCH_MIN, RATE_MAX, RATE_MIN
+from tts.base import PITCH_MAX, PITCH_MIN, RATE_MAX, RATE_MIN
 
 _PERCENT = re.compile(r"[+-]\d{1,3}%")
 _HERTZ = re.compile(r"[+-]\d{1,3}Hz")

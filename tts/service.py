@@ -11,10 +11,31 @@ How to call it
   ``asyncio.run`` in the calling thread, so it must not be called from a thread that is already
   running an event loop (it raises RuntimeError there instead of deadlocking; await `synthesize`).
 
-Both take a sync SQLAlchemy `Session` (the project has no async sessions). A new asset is inserted
-in a SAVEPOINT (so losing a race rolls back nothing of the caller's) and then the session is
-committed: the row must be visible to other requests as soon as its file is in the store.
-A cache hit does not commit.
+Both take a sync SQLAlchemy `Session` (the project has no async sessions) and never commit it: the
+use case that called them does (`tts.flows`, `playlists.flows`, the scheduler's flows).
+
+The asset row is a cache entry, not part of the caller's change
+-------------------------------------------------------------------
+Once a file is in the store, its row is recorded at once in a short transaction of its own
+(`record_asset`: a separate session on the same database, committed before synthesis returns),
+and the caller's session then loads it. This keeps what the service's old ``session.commit()``
+gave, without committing anything of the caller's:
+
+- synthesis is slow and paid for (seconds of engine time, a rate-limited online service): a caller
+  that rolls back after it (a broadcast refused for quiet hours, a playlist whose later item fails)
+  does not lose the audio, and the next identical request is a cache hit;
+- a concurrent identical request never waits on the caller's open transaction to find out whether
+  the row exists (PostgreSQL holds a second insert of the same unique ``cache_key`` until the
+  first transaction ends; SQLite holds every writer): it finds the committed row, or loses the
+  insert race at once and returns the winner;
+- the caller's transaction takes no write lock for the cache: on SQLite a playlist whose items are
+  synthesised one after another does not hold the database's one write lock through the engines.
+
+One exception, on SQLite only: when the caller's transaction already holds the write lock (it has
+written before asking for audio), a second connection would wait for it (busy timeout) and fail.
+Then the row is inserted in the caller's transaction, in a SAVEPOINT (losing a race rolls back
+nothing of the caller's), and becomes durable with the caller's commit.
+A cache hit writes nothing.
 
 Engines and fallback
 --------------------
@@ -46,15 +67,17 @@ fallback engine (what staff heard in a preview is what airs).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydub import AudioSegment
 from sqlalchemy import delete, select
@@ -65,12 +88,15 @@ from core.clock import utcnow
 from core.settings import Settings
 from tts import audio, store, voices
 from tts import text as text_prep
-from tts.engines import Engine, EngineError, check_pitch, check_rate, get_engine
-from tts.exceptions import SpeechInputError, SynthesisFailed
+from tts.base import Engine, check_pitch, check_rate
+from tts.engines import get_engine
+from tts.exceptions import EngineError, SpeechInputError, SynthesisFailed
 from tts.models import AudioAsset
 from tts.reading import read_aloud
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CACHE_VERSION = 2
 MIME_TYPE = "audio/mpeg"
@@ -92,6 +118,19 @@ class SynthesisResult:
     path: Path
     # Why engines before the one that made this audio were not used, for this request (None: none).
     fallback_reason: str | None = None
+
+
+def _no_autoflush(func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Run a verb without flushing the caller's pending changes: its lookups concern assets only, and
+    a flush would open the caller's write transaction early (on SQLite: take the one write lock,
+    which `record_asset` then has to share)."""
+
+    @functools.wraps(func)
+    async def run(*, session: Session, **kwargs: Any) -> T:
+        with session.no_autoflush:
+            return await func(session=session, **kwargs)
+
+    return run
 
 
 def cache_key(
@@ -151,6 +190,7 @@ def plan(
     return chain
 
 
+@_no_autoflush
 async def synthesize(
     *,
     session: Session,
@@ -174,19 +214,16 @@ async def synthesize(
     """
     prepared = text_prep.prepare(text, max_chars=settings.tts.max_chars)
     spoken = read_aloud(prepared)
-    _check("rate", check_rate, rate)
-    _check("pitch", check_pitch, pitch)
-    try:
-        params = audio.AssemblyParams.from_settings(
-            settings.audio,
-            volume=volume,
-            repeat=repeat,
-            chime=chime,
-            closing_chime=closing_chime,
-            title=_title(prepared),
-        )
-    except ValueError as exc:
-        raise SpeechInputError("volume" if "volume" in str(exc) else "repeat", str(exc)) from None
+    check_rate(rate)
+    check_pitch(pitch)
+    params = audio.AssemblyParams.from_settings(
+        settings.audio,
+        volume=volume,
+        repeat=repeat,
+        chime=chime,
+        closing_chime=closing_chime,
+        title=_title(prepared),
+    )
     chain = plan(settings=settings, voice=voice, engine=engine)
     audio_dir = settings.audio_dir
     failures: list[tuple[str, str]] = []
@@ -236,17 +273,19 @@ async def synthesize(
             len(prepared), len(pieces), speech_engine.name, engine_voice, duration_ms, stored.size_bytes,
             time.perf_counter() - started, f" (fallback: {reason})" if reason else "",
         )  # fmt: skip
-        asset = existing or AudioAsset(cache_key=key, mime_type=MIME_TYPE)
-        asset.engine, asset.voice, asset.text = speech_engine.name, engine_voice, prepared
-        asset.requested_engine, asset.fallback_reason = chain[0][0].name, reason
-        asset.rate, asset.volume, asset.pitch = rate, volume, pitch
+        asset = AudioAsset(
+            cache_key=key, mime_type=MIME_TYPE, engine=speech_engine.name, voice=engine_voice, text=prepared,
+            requested_engine=chain[0][0].name, fallback_reason=reason, rate=rate, volume=volume, pitch=pitch,
+        )  # fmt: skip
         return _record(
-            session=session, settings=settings, asset=asset, stored=stored, duration_ms=duration_ms
-        )
+            session=session, settings=settings, asset=asset, stored=stored, duration_ms=duration_ms,
+            repair_id=existing.id if existing is not None else None,
+        )  # fmt: skip
 
     raise SynthesisFailed(failures)
 
 
+@_no_autoflush
 async def store_recording(
     *,
     session: Session,
@@ -261,13 +300,10 @@ async def store_recording(
     """Validate a recorded MP3/WAV/M4A (audio.NotAudio if it is not one) and store it normalised."""
     max_s = settings.audio.max_upload_s
     probe = await asyncio.to_thread(audio.probe_upload, path, max_seconds=max_s)
-    try:
-        params = audio.AssemblyParams.from_settings(
-            settings.audio, volume=volume, repeat=repeat, chime=chime, closing_chime=closing_chime,
-            title=title[:TITLE_CHARS],
-        )  # fmt: skip
-    except ValueError as exc:
-        raise SpeechInputError("volume" if "volume" in str(exc) else "repeat", str(exc)) from None
+    params = audio.AssemblyParams.from_settings(
+        settings.audio, volume=volume, repeat=repeat, chime=chime, closing_chime=closing_chime,
+        title=title[:TITLE_CHARS],
+    )  # fmt: skip
     key = _digest({"upload": store.sha256_file(path), "assembly": params.as_dict()})
     audio_dir = settings.audio_dir
     existing = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == key)).one_or_none()
@@ -283,45 +319,89 @@ async def store_recording(
             return store.put(audio_dir, staged), duration_ms
 
     stored, duration_ms = await asyncio.to_thread(work)
-    asset = existing or AudioAsset(cache_key=key, mime_type=MIME_TYPE)
-    asset.engine, asset.voice, asset.text = UPLOAD_ENGINE, probe.kind, title or None
-    asset.requested_engine, asset.volume = UPLOAD_ENGINE, volume
+    asset = AudioAsset(
+        cache_key=key, mime_type=MIME_TYPE, engine=UPLOAD_ENGINE, voice=probe.kind, text=title or None,
+        requested_engine=UPLOAD_ENGINE, volume=volume,
+    )  # fmt: skip
     logger.info("stored %s recording (%.1f s) as %s ms asset", probe.kind, probe.duration_s, duration_ms)
-    return _record(session=session, settings=settings, asset=asset, stored=stored, duration_ms=duration_ms)
+    return _record(
+        session=session, settings=settings, asset=asset, stored=stored, duration_ms=duration_ms,
+        repair_id=existing.id if existing is not None else None,
+    )  # fmt: skip
 
 
 def _record(
-    *, session: Session, settings: Settings, asset: AudioAsset, stored: store.StoredFile, duration_ms: int
+    *,
+    session: Session,
+    settings: Settings,
+    asset: AudioAsset,
+    stored: store.StoredFile,
+    duration_ms: int,
+    repair_id: int | None,
 ) -> SynthesisResult:
-    """Insert (or repair) the asset row for a file just stored; resolve a race with an identical request."""
+    """Record the asset row for a file just stored; resolve a race with an identical request."""
     audio_dir = settings.audio_dir
     _fill(asset, stored=stored, duration_ms=duration_ms)
-    if asset.id is not None:
-        # The row outlived its file (deleted by hand, restored backup): repaired in place.
-        session.commit()
-        return SynthesisResult(asset, cached=False, path=stored.path, fallback_reason=asset.fallback_reason)
+    row, won = record_asset(session=session, asset=asset, repair_id=repair_id)
+    if won:
+        return SynthesisResult(row, cached=False, path=stored.path, fallback_reason=asset.fallback_reason)
+    logger.info("asset %s was stored by a concurrent identical request", row.id)
+    if row.sha256 != stored.sha256 and get_by_sha256(session=session, sha256=stored.sha256) is None:
+        store.remove(audio_dir, stored.sha256)
+    return SynthesisResult(
+        row, cached=True, path=store.path_for(audio_dir, row.sha256), fallback_reason=asset.fallback_reason
+    )
+
+
+def record_asset(
+    *, session: Session, asset: AudioAsset, repair_id: int | None = None
+) -> tuple[AudioAsset, bool]:
+    """Record a stored file's row durably now (module doc); return it in `session`, and False if a twin won.
+
+    ``repair_id`` names an existing row of the same key whose file was missing: it is updated in
+    place. The caller's session is written to only on SQLite when it already holds the write lock.
+    """
+    if _holds_sqlite_write_lock(session):
+        return _insert_or_repair(session, asset, repair_id=repair_id)
+    with Session(bind=session.get_bind(AudioAsset), expire_on_commit=False) as own:
+        row, won = _insert_or_repair(own, asset, repair_id=repair_id)
+        own.commit()
+        row_id = row.id
+    # populate_existing: the caller's copy of a repaired row is stale.
+    return session.get(AudioAsset, row_id, populate_existing=True), won
+
+
+# Not copied onto a row being repaired: its identity and age stay.
+_NOT_COPIED = frozenset({"id", "cache_key", "created_at"})
+
+
+def _insert_or_repair(
+    session: Session, asset: AudioAsset, *, repair_id: int | None
+) -> tuple[AudioAsset, bool]:
+    if repair_id is not None:
+        row = session.get(AudioAsset, repair_id)
+        if row is not None:  # the row outlived its file (deleted by hand, restored backup)
+            for name in AudioAsset.__table__.columns.keys():
+                if name not in _NOT_COPIED and name in vars(asset):
+                    setattr(row, name, getattr(asset, name))
+            session.flush()
+            return row, True
     try:
-        with session.begin_nested():
+        with session.begin_nested():  # losing the race rolls back this insert only
             session.add(asset)
     except IntegrityError:
         winner = session.scalars(select(AudioAsset).where(AudioAsset.cache_key == asset.cache_key)).one()
-        logger.info("asset %s was stored by a concurrent identical request", winner.id)
-        if winner.sha256 != stored.sha256 and get_by_sha256(session=session, sha256=stored.sha256) is None:
-            store.remove(audio_dir, stored.sha256)
-        session.commit()
-        return SynthesisResult(
-            winner, cached=True, path=store.path_for(audio_dir, winner.sha256),
-            fallback_reason=asset.fallback_reason,
-        )  # fmt: skip
-    session.commit()
-    return SynthesisResult(asset, cached=False, path=stored.path, fallback_reason=asset.fallback_reason)
+        return winner, False
+    return asset, True
 
 
-def _check(field: str, check, value: int) -> None:
-    try:
-        check(value)
-    except ValueError as exc:
-        raise SpeechInputError(field, str(exc)) from None
+def _holds_sqlite_write_lock(session: Session) -> bool:
+    """Whether the session's SQLite connection is inside a write transaction (SQLite has one
+    writer: a second connection would wait for this one). Never on other databases."""
+    if session.get_bind(AudioAsset).dialect.name != "sqlite" or not session.in_transaction():
+        return False
+    # pysqlite begins a transaction only before the first write: in_transaction means "has written".
+    return bool(getattr(session.connection().connection.driver_connection, "in_transaction", False))
 
 
 def _title(prepared: str) -> str:
@@ -445,18 +525,35 @@ class CleanupReport:
     assets_kept_young: int
 
 
-def cleanup(
+@dataclass(frozen=True)
+class CleanupPlan:
+    """What `cleanup` would remove: rows first (`delete_assets`), files after the commit (`remove_files`)."""
+
+    asset_ids: frozenset[int]
+    files: tuple[Path, ...]
+    bytes_freed: int
+    assets_kept_young: int
+    # Staging files of crashed processes (not counted in the report).
+    stale_staging: tuple[Path, ...] = ()
+
+    def report(self) -> CleanupReport:
+        return CleanupReport(
+            assets_removed=len(self.asset_ids), files_removed=len(self.files), bytes_freed=self.bytes_freed,
+            assets_kept_young=self.assets_kept_young,
+        )  # fmt: skip
+
+
+def plan_cleanup(
     *,
     session: Session,
     settings: Settings,
     referenced_ids: Collection[int],
     min_age: timedelta = timedelta(days=1),
-    dry_run: bool = False,
-) -> CleanupReport:
-    """Delete assets not in referenced_ids (and older than min_age), and store files no asset names.
+) -> CleanupPlan:
+    """Find assets not in referenced_ids (and older than min_age), and store files no asset names.
 
     The caller passes every asset id still in use (broadcasts, playlists): tts knows nothing of them.
-    ``min_age`` protects a fresh preview that staff are about to schedule.
+    ``min_age`` protects a fresh preview that staff are about to schedule. Reads only.
     """
     cutoff = utcnow() - min_age
     referenced = set(referenced_ids)
@@ -465,11 +562,9 @@ def cleanup(
     old_ids = {a.id for a in unused if _aware(a.created_at) <= cutoff}
     keep = {a.sha256 for a in assets if a.id not in old_ids}  # files a surviving row still names
     freed = {a.sha256 for a in assets if a.id in old_ids} - keep
-    if old_ids and not dry_run:
-        session.execute(delete(AudioAsset).where(AudioAsset.id.in_(old_ids)))
-        session.commit()
 
-    files = bytes_freed = 0
+    files: list[Path] = []
+    bytes_freed = 0
     audio_dir = Path(settings.audio_dir)
     now = time.time()
     for path in sorted(audio_dir.glob(f"??/*{store.SUFFIX}")):
@@ -479,19 +574,30 @@ def cleanup(
         stat = path.stat()
         if digest not in freed and now - stat.st_mtime < min_age.total_seconds():
             continue  # no row yet: possibly being recorded right now
-        files += 1
+        files.append(path)
         bytes_freed += stat.st_size
-        if not dry_run:
-            path.unlink(missing_ok=True)
-    for staged in audio_dir.glob(f"{store.STAGING_PREFIX}*"):
-        if not dry_run and now - staged.stat().st_mtime > STALE_STAGING.total_seconds():
-            staged.unlink(missing_ok=True)
-    report = CleanupReport(
-        assets_removed=len(old_ids), files_removed=files, bytes_freed=bytes_freed,
-        assets_kept_young=len(unused) - len(old_ids),
+    stale = tuple(
+        staged
+        for staged in audio_dir.glob(f"{store.STAGING_PREFIX}*")
+        if now - staged.stat().st_mtime > STALE_STAGING.total_seconds()
+    )
+    return CleanupPlan(
+        asset_ids=frozenset(old_ids), files=tuple(files), bytes_freed=bytes_freed,
+        assets_kept_young=len(unused) - len(old_ids), stale_staging=stale,
     )  # fmt: skip
-    logger.info("audio cleanup%s: %s", " (dry run)" if dry_run else "", report)
-    return report
+
+
+def delete_assets(*, session: Session, asset_ids: Collection[int]) -> None:
+    """Delete these asset rows (flushed; their files go with `remove_files` after the commit)."""
+    if asset_ids:
+        session.execute(delete(AudioAsset).where(AudioAsset.id.in_(set(asset_ids))))
+        session.flush()
+
+
+def remove_files(*, plan: CleanupPlan) -> None:
+    """Delete the files of a cleanup plan; call only after the rows' deletion is committed."""
+    for path in (*plan.files, *plan.stale_staging):
+        path.unlink(missing_ok=True)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from core.errors import InvalidInput
+
 # Full-width forms of ASCII letters and digits (U+FF10.., U+FF21.., U+FF41..) -> ASCII.
 _FULLWIDTH_ALNUM = {
     **{0xFF10 + i: ord("0") + i for i in range(10)},
@@ -69,10 +71,15 @@ _CLOSERS = "”’」』）》〉】〕\"')"
 DEFAULT_PIECE_CHARS = 200
 
 
-class TextError(ValueError):
-    """The text cannot be spoken (empty, only punctuation, or too long)."""
+class TextError(InvalidInput):
+    """The text cannot be spoken (empty, only punctuation, or too long); field ``text``."""
 
-    field = "text"
+    def __init__(self, message: str) -> None:
+        super().__init__("text", message)
+
+    def __str__(self) -> str:
+        # The field is the whole text: the message alone reads better to staff.
+        return self.message
 
 
 def prepare(text: str, *, max_chars: int | None = None) -> str:

@@ -10,11 +10,9 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, s
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_roles
 from core.models import Role, User
 from tts import audio, store, voices
+from tts import flows as tts_flows
 from tts import service as tts_service
-from tts.engines import EngineError
-from tts.exceptions import SpeechInputError, SynthesisFailed
 from tts.schemas import AssetRead, PreviewRequest, VoiceRead, Volume
-from tts.text import TextError
 
 router = APIRouter(tags=["speech"])
 
@@ -22,17 +20,11 @@ Author = Annotated[User, Depends(require_roles(Role.staff, Role.approver))]
 UPLOAD_CHUNK = 1 << 20
 
 
-def _field_error(field: str, message: str) -> HTTPException:
-    return HTTPException(
-        status_code=422, detail=[{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}]
-    )
-
-
 def _read(result: tts_service.SynthesisResult) -> AssetRead:
     asset = result.asset
     return AssetRead(
         asset_id=asset.id,
-        url=f"/media/{asset.sha256}.mp3",
+        url=store.media_path(asset.sha256),
         sha256=asset.sha256,
         duration_ms=asset.duration_ms,
         size_bytes=asset.size_bytes,
@@ -58,24 +50,9 @@ def preview(body: PreviewRequest, session: SessionDep, settings: SettingsDep, us
     `speech` is the same settings object broadcasts and playlist text items take: a broadcast of
     the same text with the same settings airs this asset. The settings may also stand beside
     `text` (the older form)."""
-    try:
-        result = tts_service.synthesize_sync(
-            session=session,
-            settings=settings,
-            text=body.text,
-            **body.speech.options(),
-        )
-    except TextError as exc:
-        raise _field_error(exc.field, str(exc)) from None
-    except SpeechInputError as exc:  # a voice the catalogue does not know
-        raise _field_error(f"speech.{exc.field}", str(exc)) from None
-    except SynthesisFailed as exc:
-        raise HTTPException(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail={"msg": str(exc), "reasons": [{"engine": e, "reason": r} for e, r in exc.reasons]},
-        ) from None
-    except (EngineError, audio.AudioError) as exc:
-        raise HTTPException(status_code=503, detail=f"speech synthesis failed: {exc}") from None
+    result = tts_flows.preview(
+        session=session, settings=settings, user=user, text=body.text, speech=body.speech
+    )
     return _read(result)
 
 
@@ -104,21 +81,15 @@ def upload(
                         detail=f"file is larger than {settings.audio.max_upload_mb} MB",
                     )
                 out.write(chunk)
-        try:
-            result = tts_service.store_recording_sync(
-                session=session,
-                settings=settings,
-                path=staged,
-                title=title or (file.filename or "").rsplit(".", 1)[0],
-                volume=volume if isinstance(volume, int) else 0,
-                repeat=repeat,
-                chime=chime,
-                closing_chime=closing_chime,
-            )
-        except audio.NotAudio as exc:
-            raise _field_error("file", str(exc)) from None
-        except SpeechInputError as exc:
-            raise _field_error(exc.field, str(exc)) from None
-        except audio.AudioError as exc:
-            raise HTTPException(status_code=503, detail=f"audio processing failed: {exc}") from None
+        result = tts_flows.upload(
+            session=session,
+            settings=settings,
+            user=user,
+            path=staged,
+            title=title or (file.filename or "").rsplit(".", 1)[0],
+            volume=volume if isinstance(volume, int) else 0,
+            repeat=repeat,
+            chime=chime,
+            closing_chime=closing_chime,
+        )
     return _read(result)

@@ -21,20 +21,16 @@ from api.web.messages import message_of, page_error
 from api.web.session import Csrf, PageError, WebUser, check_area, home_area, require_role
 from core import regions
 from core.clock import utcnow
-from core.errors import Conflict, CunxiangError, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, CunxiangError, Forbidden, InvalidInput, NotFound, Unavailable
 from core.models import Region, RegionLevel, Role, User
 from reports import reach
 from scheduler import audit, flows, view
 from scheduler.access import approval_refusal, may_cancel, visible_broadcast
 from scheduler.lifecycle import AUDIT_TYPE
 from scheduler.models import Broadcast, BroadcastStatus
-from tts import service as tts_service
+from tts import flows as tts_flows
 from tts import store, voices
-from tts.audio import AudioError
-from tts.engines import EngineError
-from tts.exceptions import SpeechInputError, SynthesisFailed
 from tts.models import AudioAsset
-from tts.text import TextError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -251,13 +247,13 @@ def preview(
     if problem is not None or speech is None:
         return JSONResponse({"detail": problem or next(iter(form.errors.values()))}, status_code=422)
     try:
-        result = tts_service.synthesize_sync(
-            session=session, settings=settings, text=form.text.strip(), **speech.options()
+        result = tts_flows.preview(
+            session=session, settings=settings, user=user, text=form.text.strip(), speech=speech
         )
-    except (TextError, SpeechInputError, ValueError) as exc:
-        return JSONResponse({"detail": f"无法朗读：{exc}"}, status_code=422)
-    except (SynthesisFailed, EngineError, AudioError) as exc:
-        return JSONResponse({"detail": f"语音合成失败，请稍后再试（{exc}）。"}, status_code=503)
+    except InvalidInput as exc:
+        return JSONResponse({"detail": f"无法朗读：{exc.message}"}, status_code=status_of(exc))
+    except CunxiangError as exc:
+        return JSONResponse({"detail": message_of(exc, PREVIEW_FAILED)}, status_code=status_of(exc))
     asset = result.asset
     return JSONResponse(
         {
@@ -269,6 +265,9 @@ def preview(
             "fallback": result.fallback_reason,
         }
     )
+
+
+PREVIEW_FAILED = {Unavailable: "语音合成失败，请稍后再试（{message}）。"}
 
 
 # ---------------------------------------------------------------- my items

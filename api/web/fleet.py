@@ -122,7 +122,7 @@ def _send(session, sender, user, device_id: str, command_in: DeviceCommandCreate
             session=session, sender=sender, user=user, command_in=command_in, device_id=device_id
         )
     except CunxiangError as exc:
-        raise page_error(exc, {InvalidInput: f"指令无效：{exc.message}"}) from None
+        raise page_error(exc, {InvalidInput: "指令无效：{message}"}) from None
     return row.id
 
 

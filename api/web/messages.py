@@ -27,16 +27,21 @@ MESSAGES: dict[tuple[type[CunxiangError], str | None], str] = {
 
 def message_of(exc: CunxiangError, overrides: dict[type[CunxiangError], str] | None = None) -> str:
     """The Chinese message for an error: by (type, reason), then the caller's text for its type,
-    then the type's own fallback."""
+    then the type's own fallback; `{message}` in a text stands for the error's own message."""
     for cls in type(exc).__mro__:
         if (cls, exc.reason) in MESSAGES and exc.reason is not None:
-            return MESSAGES[(cls, exc.reason)].format(message=exc.message)
+            return _fill(MESSAGES[(cls, exc.reason)], exc)
     for cls in type(exc).__mro__:
         if overrides and cls in overrides:
-            return overrides[cls]
+            return _fill(overrides[cls], exc)
         if (cls, None) in MESSAGES:
-            return MESSAGES[(cls, None)].format(message=exc.message)
+            return _fill(MESSAGES[(cls, None)], exc)
     return exc.message
+
+
+def _fill(template: str, exc: CunxiangError) -> str:
+    # not str.format: the English message may hold braces of its own
+    return template.replace("{message}", exc.message)
 
 
 def page_error(exc: CunxiangError, overrides: dict[type[CunxiangError], str] | None = None) -> PageError:

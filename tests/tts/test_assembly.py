@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.db import Base, make_engine, make_session_factory
+from core.errors import InvalidInput
 from core.settings import Settings
 from tests.tts.helpers import ffprobe_ms, files_in, id3_title, loudness
-from tts import audio, service, store
+from tts import audio, flows, service, store
 from tts.engines import EngineError, get_engine
 from tts.exceptions import SpeechInputError
 from tts.models import AudioAsset
@@ -106,7 +107,9 @@ def test_each_assembly_choice_is_its_own_cache_entry(
 def test_bad_options_name_the_field(db: Session, settings: Settings, options: dict, field: str) -> None:
     with pytest.raises(SpeechInputError) as refused:
         speak(db, settings, **options)
-    assert refused.value.field == field
+    assert refused.value.field == f"speech.{field}"  # where requests carry it
+    assert refused.value.setting == field
+    assert isinstance(refused.value, InvalidInput) and not isinstance(refused.value, ValueError)
     assert db.scalar(select(func.count()).select_from(AudioAsset)) == 0
 
 
@@ -142,7 +145,7 @@ def test_cleanup_removes_only_old_unreferenced_assets(db: Session, settings: Set
     stray.write_bytes(b"x" * 10)
     os.utime(stray, (time.time() - 3 * 86400,) * 2)
 
-    report = service.cleanup(session=db, settings=settings, referenced_ids={used.asset.id})
+    report = flows.cleanup(session=db, settings=settings, referenced_ids={used.asset.id})
     assert (report.assets_removed, report.files_removed, report.assets_kept_young) == (1, 2, 1)
     remaining = set(db.scalars(select(AudioAsset.id)))
     assert remaining == {used.asset.id, fresh.asset.id}

@@ -10,6 +10,7 @@ import pytest
 
 from core.settings import Settings
 from tts.engines import Engine, EngineError, EspeakEngine, get_engine
+from tts.exceptions import SpeechInputError
 
 SENTENCE = "各位村民请注意。"
 
@@ -35,10 +36,22 @@ def test_unknown_engine_is_named_in_the_error() -> None:
         get_engine("nope", Settings())
 
 
-@pytest.mark.parametrize("rate", [-51, 101, 1.5, True])
-def test_rate_out_of_range_is_refused(rate: object) -> None:
-    with pytest.raises(ValueError, match="rate must be"):
-        EspeakEngine().cache_params(voice="cmn", rate=rate)  # type: ignore[arg-type]
+@pytest.mark.parametrize("rate", [-51, 101, 1.5, True, "-20%"])
+@pytest.mark.parametrize("name", ["espeak", "edge"])
+def test_rate_out_of_range_is_refused_naming_the_field(tmp_path: Path, name: str, rate: object) -> None:
+    engine = get_engine(name, Settings(data_dir=tmp_path))
+    with pytest.raises(SpeechInputError, match="rate must be") as refused:
+        engine.cache_params(voice="cmn", rate=rate)  # type: ignore[arg-type]
+    assert refused.value.field == "speech.rate"
+
+
+@pytest.mark.parametrize("pitch", [-51, 51, "+5Hz"])
+@pytest.mark.parametrize("name", ["espeak", "edge"])
+def test_pitch_out_of_range_is_refused_naming_the_field(tmp_path: Path, name: str, pitch: object) -> None:
+    engine = get_engine(name, Settings(data_dir=tmp_path))
+    with pytest.raises(SpeechInputError, match="pitch must be") as refused:
+        engine.cache_params(voice="cmn", rate=0, pitch=pitch)  # type: ignore[arg-type]
+    assert refused.value.field == "speech.pitch"
 
 
 def test_espeak_writes_mono_wav_speech(tmp_path: Path) -> None:
@@ -97,3 +110,17 @@ def test_timeout_kills_espeak_and_cleans_up(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="no result after"):
         asyncio.run(engine.synthesize(SENTENCE * 100, voice="cmn", rate=0, out_dir=tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("prosody", "field"), [({"rate": "-20%"}, "speech.rate"), ({"pitch": "+5Hz"}, "speech.pitch")]
+)
+def test_edge_refuses_edge_tts_strings_before_edge_tts_can_raise_value_error(
+    tmp_path: Path, prosody: dict, field: str
+) -> None:
+    """edge-tts itself raises ValueError for a malformed rate/pitch: the engine never lets one through."""
+    engine = get_engine("edge", Settings(data_dir=tmp_path))
+    options = {"rate": 0, **prosody}
+    with pytest.raises(SpeechInputError) as refused:
+        asyncio.run(engine.synthesize(SENTENCE, voice="zh-CN-XiaoxiaoNeural", out_dir=tmp_path, **options))
+    assert refused.value.field == field and not isinstance(refused.value, ValueError)
