@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from api.services import Services
@@ -44,9 +45,12 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
     """One session per request. It never commits: the use case (a `flows` function) owns the
     transaction; what is left uncommitted when the request ends is rolled back, and said so."""
     session = services.session_factory()
+    written: list[bool] = []  # flushed since the last commit
+    event.listen(session, "after_flush", lambda *_: written.append(True))
+    event.listen(session, "after_commit", lambda *_: written.clear())
     try:
         yield session
-        if session.new or session.dirty or session.deleted:
+        if written or session.new or session.dirty or session.deleted:
             log.warning("request left uncommitted changes; rolled back (a door changed data outside a flow)")
     finally:
         session.close()

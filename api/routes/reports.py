@@ -17,6 +17,7 @@ from api.deps import ServicesDep, SessionDep, SettingsDep, area_in_scope, get_cu
 from api.web import session as web_session
 from core import regions
 from core.models import User
+from reports import flows as report_flows
 from reports import service as report_service
 from reports.schemas import FIRST_DAY, LAST_DAY, PeriodReachRead
 
@@ -83,7 +84,7 @@ def period_reach(
         raise HTTPException(status_code=404, detail=f"unknown area code {code}")
     zone = ZoneInfo(settings.scheduler.timezone)
     span = report_service.period_of(kind=period, day=day or datetime.now(zone).date())
-    figures = report_service.period_report(
+    figures = report_flows.period_reach(
         session=session, area_code=code, period=span, zone=zone, level=level
     )
     return PeriodReachRead.model_validate({**figures, "area_name": region.name})

@@ -22,6 +22,7 @@ from api.web import render
 from api.web.console import area_choices, load_broadcast
 from api.web.session import PageError, WebUser, check_area, home_area
 from reports import export, reach
+from reports import flows as report_flows
 from reports import service as report_service
 from reports.schemas import FIRST_DAY, LAST_DAY
 
@@ -119,7 +120,7 @@ def _period_report(session, settings, user, area, period, day, level):
     if not FIRST_DAY <= chosen <= LAST_DAY:
         raise PageError(422, f"日期应在 {FIRST_DAY} 到 {LAST_DAY} 之间。")
     span = report_service.period_of(kind=period, day=chosen)
-    figures = report_service.period_report(
+    figures = report_flows.period_reach(
         session=session, area_code=area, period=span, zone=zone, level=level or None
     )
     return region, chosen, figures
