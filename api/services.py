@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -174,7 +175,10 @@ class Services:
 
 
 def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """The broker URL without its user name and password (an `@` or `:` in them included)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    # hostname/port come from after the last `@`, as every MQTT client reads the URL.
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
