@@ -16,6 +16,8 @@ from pathlib import Path
 log = logging.getLogger("cunxiang")
 
 DEMO_SPEAKERS_PER_VILLAGE = 2
+# The group Debian's Mosquitto package runs the broker as (it drops root for user `mosquitto`).
+MOSQUITTO_GROUP = "mosquitto"
 
 
 def _settings(args: argparse.Namespace, **extra):
@@ -438,6 +440,16 @@ def cmd_mosquitto_files(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        if not (args.tls_cert and args.tls_key):
+            print("--tls-cert and --tls-key go together (--tls-ca is optional)", file=sys.stderr)
+            return 2
+        tls = credentials.TlsFiles(
+            certfile=str(Path(args.tls_cert).resolve()),
+            keyfile=str(Path(args.tls_key).resolve()),
+            cafile=str(Path(args.tls_ca).resolve()) if args.tls_ca else None,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     factory = _session_factory(settings)
@@ -445,15 +457,61 @@ def cmd_mosquitto_files(args: argparse.Namespace) -> int:
         admin = credentials.Account(user, credentials.hash_password(password))
         passwd = credentials.password_file(session=session, admins=[admin])
         acl = credentials.acl_file(session=session, admins=[user])
-    (out / "cunxiang.passwd").write_text(passwd)
-    (out / "cunxiang.passwd").chmod(0o640)
-    (out / "cunxiang.acl").write_text(acl)
+    secrets = [out / "cunxiang.passwd", out / "cunxiang.acl"]
+    for path, content in zip(secrets, (passwd, acl), strict=True):
+        _write_private(path, content)
     conf = credentials.mosquitto_conf(
-        password_path=str((out / "cunxiang.passwd").resolve()), acl_path=str((out / "cunxiang.acl").resolve())
-    )
+        password_path=str(secrets[0].resolve()), acl_path=str(secrets[1].resolve()),
+        port=args.port, host=args.bind, tls=tls,
+    )  # fmt: skip
     (out / "cunxiang.conf").write_text(conf)
     print(f"wrote {out}/cunxiang.passwd ({passwd.count(chr(10))} accounts), cunxiang.acl, cunxiang.conf")
+    _give_to_mosquitto(secrets)
+    if tls:
+        print(
+            f"Mosquitto 2.0 loads {tls.keyfile} after dropping root: it must be readable by user "
+            f"{MOSQUITTO_GROUP} (e.g. sudo chown root:{MOSQUITTO_GROUP} {tls.keyfile} && sudo chmod 0640 "
+            f"{tls.keyfile})",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write a file that is never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    path.chmod(0o640)  # an existing file keeps its old mode through O_CREAT
+
+
+def _give_to_mosquitto(paths: list[Path]) -> None:
+    """Make the password and ACL files readable by the `mosquitto` group: Mosquitto reads them after
+    dropping root for its own user, and stops with `Unable to open pwfile` when it cannot."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(MOSQUITTO_GROUP).gr_gid
+    except KeyError:
+        print(
+            f"note: no `{MOSQUITTO_GROUP}` group on this machine; on the broker host run: "
+            f"sudo chown root:{MOSQUITTO_GROUP} {' '.join(str(p.resolve()) for p in paths)} && "
+            f"sudo chmod 0640 {' '.join(str(p.resolve()) for p in paths)}",
+            file=sys.stderr,
+        )
+        return
+    if os.geteuid() == 0:
+        for path in paths:
+            os.chown(path, 0, gid)
+        print(f"{', '.join(p.name for p in paths)}: owner root:{MOSQUITTO_GROUP}, mode 0640", file=sys.stderr)
+        return
+    names = " ".join(str(p.resolve()) for p in paths)
+    print(
+        f"Mosquitto cannot read these files yet: run\n  sudo chown root:{MOSQUITTO_GROUP} {names}\n"
+        f"  sudo chmod 0640 {names}\n"
+        f"(and make sure user {MOSQUITTO_GROUP} can enter {paths[0].parent.resolve()})",
+        file=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------- parser
@@ -562,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mosquitto", help="directory (default ./mosquitto)")
     p.add_argument("--server-user", help="the server's account (default: from CUNXIANG_MQTT_URL)")
     p.add_argument("--server-password", help="its password (default: from CUNXIANG_MQTT_URL)")
+    p.add_argument("--port", type=int, help="the listener's port (default 1883, 8883 with TLS)")
+    p.add_argument("--bind", help="the listener's address (default: every interface)")
+    p.add_argument("--tls-cert", help="broker certificate (PEM): the listener then serves TLS only")
+    p.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    p.add_argument("--tls-ca", help="CA file for client certificates (optional)")
     data_dir(p)
     p.set_defaults(func=cmd_mosquitto_files)
 
