@@ -45,6 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if "CUNXIANG_PUBLIC_URL" not in os.environ:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         extra["public_url"] = f"http://{host}:{args.port}"
+    if args.open_broker or args.open_broker_any_host:
+        extra["mqtt"] = {"open_broker": True, "open_broker_any_host": args.open_broker_any_host}
     settings = _settings(args, **extra)
     # Checked before anything is created or printed: a demo password printed just before a failed
     # start scrolls away with the traceback, and the next run does not show it again.
@@ -65,6 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except users.UserError as exc:  # CUNXIANG_ADMIN_PASSWORD too short
             print(f"error: CUNXIANG_ADMIN_PASSWORD: {exc}", file=sys.stderr)
             return 2
+    if not settings.mqtt.url and settings.mqtt.open_broker:
+        print(
+            f"warning: the embedded MQTT broker on {settings.mqtt.host}:{settings.mqtt.port} is OPEN: "
+            "anyone who reaches it can publish speaker reports (demo only)",
+            file=sys.stderr,
+        )
     app = create_app(settings, simulate_per_village=per_village)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -86,7 +94,16 @@ def _bind_error(host: str, port: int) -> OSError | None:
 def _listen_problem(settings, host: str, port: int) -> str | None:
     """Why `serve` could not listen on its HTTP port or its embedded broker's port, or None."""
     if not settings.mqtt.url:
+        from devices.broker import is_loopback
+
         mhost, mport = settings.mqtt.host, settings.mqtt.port
+        if settings.mqtt.open_broker and not settings.mqtt.open_broker_any_host and not is_loopback(mhost):
+            return (
+                f"error: an open embedded MQTT broker (--open-broker) listens on loopback only, not on "
+                f"{mhost}: anyone who reaches it could publish speaker reports. Drop --open-broker (the "
+                f"broker then requires accounts), set CUNXIANG_MQTT_HOST=127.0.0.1, or allow it explicitly "
+                f"with --open-broker-any-host. Nothing was started or changed."
+            )
         exc = _bind_error(mhost, mport)
         if exc is not None and exc.errno == errno.EADDRINUSE:
             there = "127.0.0.1" if mhost in ("0.0.0.0", "::") else mhost
@@ -163,7 +180,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     broker = args.broker or settings.mqtt.url or f"mqtt://127.0.0.1:{settings.mqtt.port}"
     factory = _session_factory(settings)
     with factory() as session:
-        specs_src = device_flows.register_simulated(session=session, per_village=args.per_village)
+        if args.no_accounts:
+            specs_src = [
+                (d, a, None)
+                for d, a in device_flows.register_simulated(session=session, per_village=args.per_village)
+            ]
+        else:
+            # New passwords each start, handed to the speakers in memory: the database keeps only
+            # hashes, and the broker (embedded: at once; Mosquitto: after `mosquitto files`) takes them.
+            specs_src = device_flows.register_simulated_with_passwords(
+                session=session, per_village=args.per_village
+            )
     if not specs_src:
         print(
             "no villages in the database: run `cunxiang serve --demo` or `cunxiang regions import`",
@@ -171,10 +198,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 2
     behaviours = simulate.pick_behaviours(
-        [d for d, _ in specs_src], fail_rate=args.fail_rate, silent_rate=args.silent_rate, seed=args.seed,
+        [d for d, _, _ in specs_src], fail_rate=args.fail_rate, silent_rate=args.silent_rate, seed=args.seed,
         flaky_rate=args.flaky_rate, drift_rate=args.drift_rate,
     )  # fmt: skip
-    specs = [simulate.SpeakerSpec(device_id=d, area_code=a, behaviour=behaviours[d]) for d, a in specs_src]
+    specs = [
+        simulate.SpeakerSpec(device_id=d, area_code=a, behaviour=behaviours[d], password=password)
+        for d, a, password in specs_src
+    ]
     counts = {b: list(behaviours.values()).count(b) for b in set(behaviours.values())}
     # The server's keys, from the data dir it shares with `serve` (none: signatures are not checked).
     trusted = [key for _, key in device_keys.load(settings.data_dir).trusted()]
@@ -535,6 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="load the demo county, admin user and simulated speakers"
     )
     p.add_argument(
+        "--open-broker",
+        action="store_true",
+        help="demo only: the embedded MQTT broker accepts anyone (loopback only; default: accounts)",
+    )
+    p.add_argument(
+        "--open-broker-any-host",
+        action="store_true",
+        help="let an open embedded broker listen on a non-loopback address (implies --open-broker)",
+    )
+    p.add_argument(
         "--speakers-per-village",
         type=int,
         default=DEMO_SPEAKERS_PER_VILLAGE,
@@ -552,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift-rate", type=float, default=0.0, help="share whose clock runs 2 minutes fast")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--broker", help="mqtt://host:port (default CUNXIANG_MQTT_URL or the embedded broker)")
+    p.add_argument(
+        "--no-accounts",
+        action="store_true",
+        help="connect without per-speaker passwords (an open broker); default: issue each speaker a new one",
+    )
     data_dir(p)
     p.set_defaults(func=cmd_simulate)
 
