@@ -124,6 +124,9 @@ class Accounts:
                 return  # someone else just did
             try:
                 self._grants = await asyncio.to_thread(self._read)
+                # forget verified passwords of hashes that changed or went away
+                current = {(name, grant.password_hash) for name, grant in self._grants.items()}
+                self._verified = {key: digest for key, digest in self._verified.items() if key in current}
             except Exception:
                 logger.exception("embedded broker: could not read the speaker accounts; keeping the old ones")
             self._loaded_at = time.monotonic()

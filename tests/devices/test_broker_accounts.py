@@ -16,6 +16,7 @@ from sqlalchemy import select
 from core.db import session_scope
 from core.models import Region, RegionLevel
 from cunxiang_shared import protocol
+from devices import broker as broker_module
 from devices import credentials
 from devices import service as device_service
 from devices.broker import (
@@ -187,5 +188,23 @@ def test_an_open_broker_stays_on_loopback() -> None:
     async def scenario() -> None:
         with pytest.raises(OpenBrokerRefused):
             await start_embedded_broker("0.0.0.0", free_port())
+
+    asyncio.run(scenario())
+
+
+def test_a_new_password_replaces_the_old_one_without_a_restart(
+    secured, session_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, passwords, _ = secured
+    monkeypatch.setattr(broker_module, "ACCOUNTS_TTL_S", 0.0)  # the next CONNECT reads the database
+    with session_scope(session_factory) as s:
+        new = credentials.issue(session=s, device_id="ba-a")[1]
+
+    async def scenario() -> None:
+        with pytest.raises(aiomqtt.MqttError):
+            async with _client(running.broker.port, "ba-a", passwords["ba-a"], "ba-a"):
+                pass
+        async with _client(running.broker.port, "ba-a", new, "ba-a") as speaker_a:
+            await speaker_a.publish(_topic("ba-a"), _report("ba-a", "played"), qos=1)
 
     asyncio.run(scenario())
