@@ -16,6 +16,8 @@ from pathlib import Path
 log = logging.getLogger("cunxiang")
 
 DEMO_SPEAKERS_PER_VILLAGE = 2
+# The group Debian's Mosquitto package runs the broker as (it drops root for user `mosquitto`).
+MOSQUITTO_GROUP = "mosquitto"
 
 
 def _settings(args: argparse.Namespace, **extra):
@@ -43,6 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if "CUNXIANG_PUBLIC_URL" not in os.environ:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         extra["public_url"] = f"http://{host}:{args.port}"
+    if args.open_broker or args.open_broker_any_host:
+        extra["mqtt"] = {"open_broker": True, "open_broker_any_host": args.open_broker_any_host}
     settings = _settings(args, **extra)
     # Checked before anything is created or printed: a demo password printed just before a failed
     # start scrolls away with the traceback, and the next run does not show it again.
@@ -63,6 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except users.UserError as exc:  # CUNXIANG_ADMIN_PASSWORD too short
             print(f"error: CUNXIANG_ADMIN_PASSWORD: {exc}", file=sys.stderr)
             return 2
+    if not settings.mqtt.url and settings.mqtt.open_broker:
+        print(
+            f"warning: the embedded MQTT broker on {settings.mqtt.host}:{settings.mqtt.port} is OPEN: "
+            "anyone who reaches it can publish speaker reports (demo only)",
+            file=sys.stderr,
+        )
     app = create_app(settings, simulate_per_village=per_village)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -84,7 +94,16 @@ def _bind_error(host: str, port: int) -> OSError | None:
 def _listen_problem(settings, host: str, port: int) -> str | None:
     """Why `serve` could not listen on its HTTP port or its embedded broker's port, or None."""
     if not settings.mqtt.url:
+        from devices.broker import is_loopback
+
         mhost, mport = settings.mqtt.host, settings.mqtt.port
+        if settings.mqtt.open_broker and not settings.mqtt.open_broker_any_host and not is_loopback(mhost):
+            return (
+                f"error: an open embedded MQTT broker (--open-broker) listens on loopback only, not on "
+                f"{mhost}: anyone who reaches it could publish speaker reports. Drop --open-broker (the "
+                f"broker then requires accounts), set CUNXIANG_MQTT_HOST=127.0.0.1, or allow it explicitly "
+                f"with --open-broker-any-host. Nothing was started or changed."
+            )
         exc = _bind_error(mhost, mport)
         if exc is not None and exc.errno == errno.EADDRINUSE:
             there = "127.0.0.1" if mhost in ("0.0.0.0", "::") else mhost
@@ -161,7 +180,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     broker = args.broker or settings.mqtt.url or f"mqtt://127.0.0.1:{settings.mqtt.port}"
     factory = _session_factory(settings)
     with factory() as session:
-        specs_src = device_flows.register_simulated(session=session, per_village=args.per_village)
+        if args.no_accounts:
+            specs_src = [
+                (d, a, None)
+                for d, a in device_flows.register_simulated(session=session, per_village=args.per_village)
+            ]
+        else:
+            # New passwords each start, handed to the speakers in memory: the database keeps only
+            # hashes, and the broker (embedded: at once; Mosquitto: after `mosquitto files`) takes them.
+            specs_src = device_flows.register_simulated_with_passwords(
+                session=session, per_village=args.per_village
+            )
     if not specs_src:
         print(
             "no villages in the database: run `cunxiang serve --demo` or `cunxiang regions import`",
@@ -169,10 +198,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 2
     behaviours = simulate.pick_behaviours(
-        [d for d, _ in specs_src], fail_rate=args.fail_rate, silent_rate=args.silent_rate, seed=args.seed,
+        [d for d, _, _ in specs_src], fail_rate=args.fail_rate, silent_rate=args.silent_rate, seed=args.seed,
         flaky_rate=args.flaky_rate, drift_rate=args.drift_rate,
     )  # fmt: skip
-    specs = [simulate.SpeakerSpec(device_id=d, area_code=a, behaviour=behaviours[d]) for d, a in specs_src]
+    specs = [
+        simulate.SpeakerSpec(device_id=d, area_code=a, behaviour=behaviours[d], password=password)
+        for d, a, password in specs_src
+    ]
     counts = {b: list(behaviours.values()).count(b) for b in set(behaviours.values())}
     # The server's keys, from the data dir it shares with `serve` (none: signatures are not checked).
     trusted = [key for _, key in device_keys.load(settings.data_dir).trusted()]
@@ -438,6 +470,16 @@ def cmd_mosquitto_files(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_ca:
+        if not (args.tls_cert and args.tls_key):
+            print("--tls-cert and --tls-key go together (--tls-ca is optional)", file=sys.stderr)
+            return 2
+        tls = credentials.TlsFiles(
+            certfile=str(Path(args.tls_cert).resolve()),
+            keyfile=str(Path(args.tls_key).resolve()),
+            cafile=str(Path(args.tls_ca).resolve()) if args.tls_ca else None,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     factory = _session_factory(settings)
@@ -445,15 +487,61 @@ def cmd_mosquitto_files(args: argparse.Namespace) -> int:
         admin = credentials.Account(user, credentials.hash_password(password))
         passwd = credentials.password_file(session=session, admins=[admin])
         acl = credentials.acl_file(session=session, admins=[user])
-    (out / "cunxiang.passwd").write_text(passwd)
-    (out / "cunxiang.passwd").chmod(0o640)
-    (out / "cunxiang.acl").write_text(acl)
+    secrets = [out / "cunxiang.passwd", out / "cunxiang.acl"]
+    for path, content in zip(secrets, (passwd, acl), strict=True):
+        _write_private(path, content)
     conf = credentials.mosquitto_conf(
-        password_path=str((out / "cunxiang.passwd").resolve()), acl_path=str((out / "cunxiang.acl").resolve())
-    )
+        password_path=str(secrets[0].resolve()), acl_path=str(secrets[1].resolve()),
+        port=args.port, host=args.bind, tls=tls,
+    )  # fmt: skip
     (out / "cunxiang.conf").write_text(conf)
     print(f"wrote {out}/cunxiang.passwd ({passwd.count(chr(10))} accounts), cunxiang.acl, cunxiang.conf")
+    _give_to_mosquitto(secrets)
+    if tls:
+        print(
+            f"Mosquitto 2.0 loads {tls.keyfile} after dropping root: it must be readable by user "
+            f"{MOSQUITTO_GROUP} (e.g. sudo chown root:{MOSQUITTO_GROUP} {tls.keyfile} && sudo chmod 0640 "
+            f"{tls.keyfile})",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write a file that is never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    path.chmod(0o640)  # an existing file keeps its old mode through O_CREAT
+
+
+def _give_to_mosquitto(paths: list[Path]) -> None:
+    """Make the password and ACL files readable by the `mosquitto` group: Mosquitto reads them after
+    dropping root for its own user, and stops with `Unable to open pwfile` when it cannot."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(MOSQUITTO_GROUP).gr_gid
+    except KeyError:
+        print(
+            f"note: no `{MOSQUITTO_GROUP}` group on this machine; on the broker host run: "
+            f"sudo chown root:{MOSQUITTO_GROUP} {' '.join(str(p.resolve()) for p in paths)} && "
+            f"sudo chmod 0640 {' '.join(str(p.resolve()) for p in paths)}",
+            file=sys.stderr,
+        )
+        return
+    if os.geteuid() == 0:
+        for path in paths:
+            os.chown(path, 0, gid)
+        print(f"{', '.join(p.name for p in paths)}: owner root:{MOSQUITTO_GROUP}, mode 0640", file=sys.stderr)
+        return
+    names = " ".join(str(p.resolve()) for p in paths)
+    print(
+        f"Mosquitto cannot read these files yet: run\n  sudo chown root:{MOSQUITTO_GROUP} {names}\n"
+        f"  sudo chmod 0640 {names}\n"
+        f"(and make sure user {MOSQUITTO_GROUP} can enter {paths[0].parent.resolve()})",
+        file=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------- parser
@@ -477,6 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="load the demo county, admin user and simulated speakers"
     )
     p.add_argument(
+        "--open-broker",
+        action="store_true",
+        help="demo only: the embedded MQTT broker accepts anyone (loopback only; default: accounts)",
+    )
+    p.add_argument(
+        "--open-broker-any-host",
+        action="store_true",
+        help="let an open embedded broker listen on a non-loopback address (implies --open-broker)",
+    )
+    p.add_argument(
         "--speakers-per-village",
         type=int,
         default=DEMO_SPEAKERS_PER_VILLAGE,
@@ -494,6 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift-rate", type=float, default=0.0, help="share whose clock runs 2 minutes fast")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--broker", help="mqtt://host:port (default CUNXIANG_MQTT_URL or the embedded broker)")
+    p.add_argument(
+        "--no-accounts",
+        action="store_true",
+        help="connect without per-speaker passwords (an open broker); default: issue each speaker a new one",
+    )
     data_dir(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -562,6 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mosquitto", help="directory (default ./mosquitto)")
     p.add_argument("--server-user", help="the server's account (default: from CUNXIANG_MQTT_URL)")
     p.add_argument("--server-password", help="its password (default: from CUNXIANG_MQTT_URL)")
+    p.add_argument("--port", type=int, help="the listener's port (default 1883, 8883 with TLS)")
+    p.add_argument("--bind", help="the listener's address (default: every interface)")
+    p.add_argument("--tls-cert", help="broker certificate (PEM): the listener then serves TLS only")
+    p.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    p.add_argument("--tls-ca", help="CA file for client certificates (optional)")
     data_dir(p)
     p.set_defaults(func=cmd_mosquitto_files)
 

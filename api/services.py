@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +18,7 @@ from api import migrate
 from core import auth
 from core.db import make_engine, make_session_factory
 from core.settings import Settings
+from devices import credentials
 from devices import keys as device_keys
 from devices.commands import CommandSender
 from devices.fleet import AlarmRules
@@ -27,6 +29,9 @@ from scheduler.jobs import JobContext
 from scheduler.runner import SchedulerRunner
 
 log = logging.getLogger(__name__)
+
+# The embedded broker's server account password, in the data dir (0600), made at first start.
+SERVER_PASSWORD_FILE = "mqtt-server.password"
 
 
 @dataclass
@@ -68,11 +73,7 @@ class Services:
                 "the embedded broker has no shared subscriptions"
             )
         else:
-            from devices.broker import start_embedded_broker
-
-            self.broker = await start_embedded_broker(settings.mqtt.host, settings.mqtt.port)
-            self.broker_url = self.broker.url
-            log.info("embedded MQTT broker on %s", self.broker_url)
+            self.broker_url = await self._start_broker()
         self.link = MqttLink(
             self.broker_url,
             client_id=f"{settings.mqtt.client_id}-{os.getpid()}",
@@ -106,6 +107,20 @@ class Services:
         if self.simulate_per_village > 0:
             self._start_simulator()
 
+    async def _start_broker(self) -> str:
+        """Start the embedded broker; return the URL the server's own link connects with."""
+        from devices.broker import SERVER_USERNAME, Accounts, start_embedded_broker
+
+        m = self.settings.mqtt
+        if m.open_broker:
+            self.broker = await start_embedded_broker(m.host, m.port, open_any_host=m.open_broker_any_host)
+            return self.broker.url
+        password = credentials.load_or_create_password(self.settings.data_dir / SERVER_PASSWORD_FILE)
+        accounts = Accounts(self.session_factory, {SERVER_USERNAME: credentials.hash_password(password)})
+        self.broker = await start_embedded_broker(m.host, m.port, accounts=accounts)
+        log.info("embedded MQTT broker on %s (accounts required)", self.broker.url)
+        return self.broker.url_for(SERVER_USERNAME, password)
+
     def _start_simulator(self) -> None:
         cmd = [
             sys.executable,
@@ -115,7 +130,8 @@ class Services:
             "--per-village",
             str(self.simulate_per_village),
             "--broker",
-            self.broker_url,
+            # each simulated speaker connects with its own account (cunxiang simulate issues them)
+            self.broker.url if self.broker is not None else self.broker_url,
             "--data-dir",
             str(self.settings.data_dir),
             *self.simulate_args,
@@ -174,7 +190,10 @@ class Services:
 
 
 def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """The broker URL without its user name and password (an `@` or `:` in them included)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    # hostname/port come from after the last `@`, as every MQTT client reads the URL.
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))

@@ -43,6 +43,17 @@ class MqttSettings(_Section):
     host: str = Field(default="127.0.0.1", description="Address the embedded broker binds.")
     port: int = Field(default=1883, ge=1, le=65535, description="Port of the embedded broker.")
     client_id: str = Field(default="cunxiang-server", description="Client id prefix of the server.")
+    open_broker: bool = Field(
+        default=False,
+        description="Demo only: the embedded broker accepts anyone, without accounts or topic ACL (anyone "
+        "who reaches it can publish speaker reports). Refused on a non-loopback host unless "
+        "open_broker_any_host. Default: the server account (password in DATA_DIR/mqtt-server.password) "
+        "and each speaker's MQTT account, as with Mosquitto.",
+    )
+    open_broker_any_host: bool = Field(
+        default=False,
+        description="Let an open embedded broker (open_broker) listen on a non-loopback address.",
+    )
 
 
 class TtsSettings(_Section):

@@ -111,6 +111,16 @@ def register_simulated(*, session: Session, per_village: int) -> list[tuple[str,
         return [(d.id, d.area_code) for d in devices]
 
 
+def register_simulated_with_passwords(
+    *, session: Session, per_village: int
+) -> list[tuple[str, str, str]]:
+    """Register `per_village` simulated speakers in every village and give each a new MQTT password;
+    return (device id, area code, password)s. The passwords are shown once (to the simulator)."""
+    with transaction(session):
+        devices = device_service.ensure_simulated(session=session, per_village=per_village)
+        return [(d.id, d.area_code, credentials.issue(session=session, device_id=d.id)[1]) for d in devices]
+
+
 def issue_passwords(*, session: Session, device_ids: list[str], missing: bool) -> list[tuple[str, str, str]]:
     """New MQTT passwords for these speakers (and, with `missing`, every one without one):
     (device id, user name, password) each, shown once."""

@@ -65,6 +65,7 @@ class ReportIngestor:
         self._handled = 0  # messages written or dropped by the worker
         self._idle = threading.Condition()
         self.counts: Counter[str] = Counter()
+        self._refusals_logged: set[str] = set()  # kinds of refusal already logged once
 
     def start(self) -> None:
         """Subscribe and start the worker thread."""
@@ -178,9 +179,8 @@ class ReportIngestor:
                 if leaf == "report":
                     report = protocol.parse_report(payload)
                     if report.device_id != device_id:
-                        raise protocol.ProtocolError(
-                            f"report names device {report.device_id!r} on {device_id!r}'s topic"
-                        )
+                        self._refuse_other_device("report", topic, report.device_id)
+                        continue
                     parsed.reports.append((report, arrived))
                 elif leaf == "online":
                     if payload not in (protocol.ONLINE, protocol.OFFLINE):
@@ -189,9 +189,8 @@ class ReportIngestor:
                 elif leaf == "status":
                     status = protocol.parse_status(payload)
                     if status.device_id != device_id:
-                        raise protocol.ProtocolError(
-                            f"status names device {status.device_id!r} on {device_id!r}'s topic"
-                        )
+                        self._refuse_other_device("status", topic, status.device_id)
+                        continue
                     parsed.statuses[device_id] = (status, arrived)  # the newest of the batch wins
                 else:
                     continue  # our own command topics are not subscribed; ignore anything else
@@ -199,6 +198,20 @@ class ReportIngestor:
                 self.counts["malformed"] += 1
                 log.warning("dropped message on %s: %s", topic, exc)
         return parsed
+
+    def _refuse_other_device(self, kind: str, topic: str, named: str) -> None:
+        """Drop a message whose payload speaks for another device than its topic's: on a broker
+        with per-speaker accounts, the topic is the only part the broker vouches for."""
+        self.counts[f"{kind}_other_device"] += 1
+        if kind in self._refusals_logged:
+            log.debug("dropped a %s on %s naming device %r", kind, topic, named)
+            return
+        self._refusals_logged.add(kind)
+        log.warning(
+            "dropped a %s on %s naming device %r (counted as %s_other_device; further ones are "
+            "counted, not logged)",
+            kind, topic, named, kind,
+        )  # fmt: skip
 
     def _store(self, parsed: _Parsed) -> None:
         with session_scope(self._session_factory) as session:

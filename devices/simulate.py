@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -39,6 +39,8 @@ class SpeakerSpec:
     device_id: str
     area_code: str
     behaviour: Behaviour = "ok"
+    # its MQTT password (the user name is the device id); None: connect with the broker URL's account
+    password: str | None = None
 
 
 def pick_behaviours(
@@ -126,7 +128,11 @@ class Simulator:
             self.speakers[spec.device_id] = Speaker(
                 spec.device_id,
                 spec.area_code,
-                broker=self.broker,
+                broker=(
+                    replace(self.broker, username=spec.device_id, password=spec.password)
+                    if spec.password is not None
+                    else self.broker
+                ),
                 cache=self._cache,
                 player=player,
                 behaviour=spec.behaviour,
