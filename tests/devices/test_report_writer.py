@@ -271,3 +271,54 @@ def test_an_overlapping_writer_waits_and_never_moves_a_delivery_back(fleet, sess
     result = outcome["result"]
     assert (result.applied, result.stale) == (1, 1)  # a1's `playing` came after its `played`
     assert delivery(fleet, "a1").state == "played" and delivery(fleet, "a2").state == "received"
+
+
+def test_played_with_sound_replaces_an_earlier_failed_and_nothing_replaces_played(fleet):
+    # The case that cost a broadcast its figures: a wrongly applied `failed`, then the genuine
+    # `played` 14 s later. Sound came out of the loudspeaker: played wins. Nothing un-plays it.
+    result = report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "failed", T0 + timedelta(seconds=13), error="decoder"), T0),
+            (report("a1", "played", T0 + timedelta(seconds=27), seconds_played=27.1), T0),
+            (report("a2", "played", T0 + timedelta(seconds=27), seconds_played=27.1), T0),
+            (report("a2", "failed", T0 + timedelta(seconds=40), error="late noise"), T0),
+            (report("a3", "skipped", T0 + timedelta(seconds=1), error="expired"), T0),
+            (report("a3", "played", T0 + timedelta(seconds=27), seconds_played=0.0), T0),  # no sound
+        ],
+    )
+    fleet.commit()
+    assert (result.applied, result.stale, result.out_of_order) == (4, 2, 0)
+    a1 = delivery(fleet, "a1")
+    assert (a1.state, a1.seconds_played, a1.error, a1.finished_at) == (
+        "played", 27.1, None, T0 + timedelta(seconds=27),
+    )  # fmt: skip
+    assert (delivery(fleet, "a2").state, delivery(fleet, "a2").error) == ("played", None)
+    assert (delivery(fleet, "a3").state, delivery(fleet, "a3").error) == ("skipped", "expired")
+
+
+def test_a_report_dated_before_the_previous_step_is_refused_and_counted(fleet):
+    first = report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "playing", T0 + timedelta(seconds=5)), T0),
+            (report("a2", "received", T0), T0),
+            (report("a2", "playing", T0 - timedelta(seconds=5)), T0),  # dated before `received`
+        ],
+    )
+    fleet.commit()
+    assert (first.applied, first.stale, first.out_of_order) == (2, 0, 1)
+    second = report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "failed", T0 + timedelta(seconds=1), error="x"), T0),  # before `playing`
+            (report("a1", "received", T0), T0),  # a resend: stale, not out of order
+            (report("a2", "played", T0 + timedelta(seconds=30), seconds_played=30.0), T0),
+        ],
+    )
+    fleet.commit()
+    assert (second.applied, second.stale, second.out_of_order) == (1, 1, 1)
+    assert delivery(fleet, "a1").state == "playing"
+    assert delivery(fleet, "a2").state == "played"
+    # Refused reports are still kept raw (audit), like every report for a delivery.
+    assert len(fleet.scalars(select(ReportRow).where(ReportRow.device_id == "a1")).all()) == 3
