@@ -84,10 +84,22 @@ class DeliverySettlement(Base):
 
 
 class Report(Base):
-    """Every playback report as received, kept raw for audit and later statistics."""
+    """Every playback report as received, kept raw for audit and later statistics: once each.
+
+    A report is what one speaker said about one occurrence at one moment of its clock; the same
+    (occurrence, device, state, at) again is a resend (QoS 1, a broker blip, a `sync`) and is not
+    stored twice. seconds_played is the speaker's own figure, unclamped (the delivery holds the
+    clamped one).
+    """
 
     __tablename__ = "reports"
-    __table_args__ = (Index("ix_reports_occurrence_device", "occurrence_id", "device_id"),)
+    __table_args__ = (
+        Index(
+            "uq_reports_occurrence_device_state_at",
+            "occurrence_id", "device_id", "state", "reported_at",
+            unique=True,
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
     device_id: Mapped[str] = mapped_column(String(64))

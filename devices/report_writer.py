@@ -38,7 +38,6 @@ from sqlalchemy import (
     column,
     extract,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -82,6 +81,7 @@ class ApplyResult:
     unknown_delivery: int = 0
     stale: int = 0  # reports that would move a delivery backwards or after its final state
     out_of_order: int = 0  # reports that would move it forward but are dated before an earlier step
+    duplicate: int = 0  # reports for a delivery already stored raw (resends): not stored again
     unknown_devices: set[str] = field(default_factory=set)
     # occurrence id -> its no_report deliveries that final reports changed after the deadline job
     revised: dict[int, int] = field(default_factory=dict)
@@ -117,13 +117,15 @@ def apply_reports(*, session: Session, reports: Sequence[tuple[protocol.Report, 
             )
         )
     stored, result.applied, revised = writer.write(conn, rows)
-    if stored > result.applied:
+    if stored < len(reports):  # reports without a delivery, or resends already stored
+        _count_unknown(session=session, reports=reports, result=result)
+    delivered = len(reports) - result.unknown_device - result.unknown_delivery
+    result.duplicate = delivered - stored
+    if delivered > result.applied:
         result.out_of_order = _count_out_of_order(conn, rows)
         if result.out_of_order:
             _log_refusal("out_of_order", result.out_of_order)
-    result.stale = stored - result.applied - result.out_of_order
-    if stored < len(reports):
-        _count_unknown(session=session, reports=reports, result=result)
+    result.stale = delivered - result.applied - result.out_of_order
     if revised:
         _record_revisions(session, revised)
         result.revised = dict(sorted(revised.items()))
@@ -393,8 +395,11 @@ class _RowByRow:
         t = _DELIVERIES
         match = and_(t.c.occurrence_id == src["occurrence_id"], t.c.device_id == src["device_id"])
         delivered = select(literal_column("1")).where(match).exists()
-        store = insert(_REPORTS).from_select(
-            list(_RAW_COLUMNS), select(*(src[name] for name in _RAW_COLUMNS)).where(delivered)
+        # A resent report (same occurrence, device, state and `at`) is stored once.
+        store = (
+            sqlite.insert(_REPORTS)
+            .from_select(list(_RAW_COLUMNS), select(*(src[name] for name in _RAW_COLUMNS)).where(delivered))
+            .on_conflict_do_nothing()
         )
         self._store, self._store_params = self._compile(store, dialect)
         self._advance, self._advance_params = self._compile(
@@ -502,7 +507,11 @@ class _Arrays:
             .with_for_update(of=t)
         )
         raw = _unnest(*((name, _FIELDS[name]) for name in _RAW_COLUMNS))
-        store = insert(_REPORTS).from_select(list(_RAW_COLUMNS), select(*raw.c))
+        store = (
+            postgresql.insert(_REPORTS)
+            .from_select(list(_RAW_COLUMNS), select(*raw.c))
+            .on_conflict_do_nothing()
+        )
         steps = _unnest(("id", Integer()), *((name, _FIELDS[name]) for name in _STEP_COLUMNS))
         advance = _advance_statement(steps.c, t.c.id == steps.c.id, dialect.name)
         self._lock, self._store, self._advance = (
@@ -560,7 +569,7 @@ class _Arrays:
             if no_report
             else set()
         )
-        conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, raw))
+        inserted = conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, raw)).rowcount
         applied = 0
         for step_keys, values in steps:
             if not step_keys:
@@ -577,7 +586,7 @@ class _Arrays:
                     select(t.c.occurrence_id).where(t.c.id.in_(waiting), t.c.state != DeliveryState.no_report)
                 )
             )
-        return len(raw), applied, revised
+        return inserted, applied, revised
 
 
 _writers: dict[tuple[str, str, str], _RowByRow | _Arrays] = {}

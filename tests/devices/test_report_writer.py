@@ -71,7 +71,7 @@ def test_a_whole_airing_in_one_batch_applies_in_arrival_order(fleet):
         ],
     )
     fleet.commit()
-    assert (result.applied, result.stale) == (4, 2)
+    assert (result.applied, result.stale, result.duplicate) == (4, 2, 1)
     a1 = delivery(fleet, "a1")
     assert (a1.state, a1.received_at, a1.playing_at, a1.finished_at, a1.seconds_played) == (
         "played", T0, T0 + timedelta(seconds=5), T0 + timedelta(seconds=65), 60.0,
@@ -81,7 +81,7 @@ def test_a_whole_airing_in_one_batch_applies_in_arrival_order(fleet):
     assert (a2.state, a2.received_at, a2.playing_at, a2.finished_at) == (
         "played", T0 + timedelta(seconds=60), None, T0 + timedelta(seconds=60),
     )  # fmt: skip
-    assert fleet.query(ReportRow).count() == 6  # stale reports are kept raw too
+    assert fleet.query(ReportRow).count() == 5  # stale reports are kept raw too, a resend once
 
 
 def test_only_final_reports_set_seconds_and_error(fleet):
@@ -322,3 +322,18 @@ def test_a_report_dated_before_the_previous_step_is_refused_and_counted(fleet):
     assert delivery(fleet, "a2").state == "played"
     # Refused reports are still kept raw (audit), like every report for a delivery.
     assert len(fleet.scalars(select(ReportRow).where(ReportRow.device_id == "a1")).all()) == 3
+
+
+def test_resent_reports_are_stored_raw_once(fleet):
+    # A broker blip: the speaker resends its received and playing reports (same state, same `at`).
+    first = [(report("a1", "received", T0), T0), (report("a1", "playing", T0 + timedelta(seconds=5)), T0)]
+    report_writer.apply_reports(session=fleet, reports=first)
+    fleet.commit()
+    again = report_writer.apply_reports(
+        session=fleet, reports=[*first, *first, (report("zz", "received", T0), T0)]
+    )
+    fleet.commit()
+    assert (again.applied, again.duplicate, again.stale, again.unknown_device) == (0, 4, 4, 1)
+    rows = fleet.scalars(select(ReportRow.state).where(ReportRow.device_id == "a1").order_by(ReportRow.id))
+    assert rows.all() == ["received", "playing"]
+    assert delivery(fleet, "a1").state == "playing"
