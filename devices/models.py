@@ -58,9 +58,14 @@ class Delivery(Base):
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     playing_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    seconds_played: Mapped[float | None] = mapped_column(Float)
+    seconds_played: Mapped[float | None] = mapped_column(Float)  # at most duration_s
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The audio's duration as the play command said (NULL for deliveries sent before migration 0008).
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    # The flag of a speaker's figure that exceeded the audio (a frozen player): what it reported,
+    # when seconds_played was clamped to duration_s by more than report_writer.SECONDS_SLACK_S.
+    seconds_reported: Mapped[float | None] = mapped_column(Float)
 
 
 class DeliverySettlement(Base):

@@ -39,6 +39,7 @@ from sqlalchemy import (
     extract,
     func,
     literal_column,
+    null,
     or_,
     select,
     update,
@@ -63,6 +64,10 @@ LATE_REPORT_WINDOW_S = 7 * 24 * 3600.0
 # Refusals of one kind (out-of-order reports) are logged at WARNING at most this often; each one
 # is counted (ApplyResult, the ingestor's counts).
 REFUSAL_LOG_INTERVAL_S = 60.0
+# seconds_played is clamped to the audio's duration (Delivery.duration_s); a figure more than this
+# over it is also flagged (Delivery.seconds_reported keeps it): a speaker's measured wall-clock time
+# includes start latency, but 35.3 s for 27.1 s of audio is a frozen player, not latency.
+SECONDS_SLACK_S = 1.0
 # The final states a later `played` report with seconds_played > 0 replaces (docs/reach.md).
 SUPERSEDED_BY_PLAYED = (DeliveryState.failed, DeliveryState.skipped, DeliveryState.preempted)
 
@@ -363,7 +368,25 @@ def _advance_statement(
             ),
             playing_at=case((rank == _sql_literal(_RANK["playing"]), at), else_=t.c.playing_at),
             finished_at=case((final, at), else_=t.c.finished_at),
-            seconds_played=case((final, src["final_seconds"]), else_=t.c.seconds_played),
+            seconds_played=case(
+                # NULL duration (sent before migration 0008): no bound
+                (and_(final, src["final_seconds"] > t.c.duration_s), t.c.duration_s),
+                (final, src["final_seconds"]),
+                else_=t.c.seconds_played,
+            ),
+            seconds_reported=case(
+                (
+                    final,
+                    case(
+                        (
+                            src["final_seconds"] > t.c.duration_s + literal_column(str(SECONDS_SLACK_S)),
+                            src["final_seconds"],
+                        ),
+                        else_=null(),
+                    ),
+                ),
+                else_=t.c.seconds_reported,
+            ),
             error=case((final, src["final_error"]), else_=t.c.error),
             updated_at=bindparam("now", type_=DateTime()),
         )

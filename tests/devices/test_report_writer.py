@@ -337,3 +337,33 @@ def test_resent_reports_are_stored_raw_once(fleet):
     rows = fleet.scalars(select(ReportRow.state).where(ReportRow.device_id == "a1").order_by(ReportRow.id))
     assert rows.all() == ["received", "playing"]
     assert delivery(fleet, "a1").state == "playing"
+
+
+def test_seconds_played_beyond_the_audio_is_clamped_and_flagged(fleet):
+    occ = OCC + 2
+    devices = device_service.expand_targets(session=fleet, area_codes=["341225100201"], device_ids=[])
+    device_service.snapshot_deliveries(session=fleet, occurrence_id=occ, devices=devices, duration_s=27.1)
+    fleet.commit()
+    end = T0 + timedelta(seconds=40)
+    report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            # A speaker frozen for 30 s: its wall-clock figure overshoots the audio.
+            (report("a1", "played", end, occurrence_id=occ, seconds_played=35.3), T0),
+            # Start latency: a little over, clamped but not flagged.
+            (report("a2", "played", end, occurrence_id=occ, seconds_played=27.4), T0),
+            (report("a3", "failed", end, occurrence_id=occ, seconds_played=12.0, error="x"), T0),
+            # A delivery sent before deliveries knew their duration: no bound.
+            (report("a1", "played", end, seconds_played=35.3), T0),
+        ],
+    )
+    fleet.commit()
+    a1, a2, a3 = (delivery(fleet, d, occ) for d in ("a1", "a2", "a3"))
+    assert (a1.seconds_played, a1.seconds_reported) == (27.1, 35.3)
+    assert (a2.seconds_played, a2.seconds_reported) == (27.1, None)
+    assert (a3.seconds_played, a3.seconds_reported) == (12.0, None)
+    old = delivery(fleet, "a1")
+    assert (old.seconds_played, old.seconds_reported) == (35.3, None)
+    # The raw report keeps the speaker's own figure.
+    raw = fleet.scalars(select(ReportRow.seconds_played).where(ReportRow.occurrence_id == occ)).all()
+    assert sorted(raw) == [12.0, 27.4, 35.3]
