@@ -453,7 +453,7 @@ class Speaker:
         """Parse and verify one command: None (counted, logged, reported) if it must be dropped."""
         try:
             data = protocol.load_command(raw)
-            command = protocol.command_from(data)
+            command = protocol.command_from(data, wire=True)
         except ProtocolError as exc:
             self.counters["malformed"] += 1
             self._reject("malformed", str(exc), topic=topic)
@@ -823,7 +823,7 @@ class Speaker:
         # The command is checked again: a state file is no more trusted than the broker.
         try:
             data = protocol.load_command(raw)
-            command = protocol.command_from(data)
+            command = protocol.command_from(data, wire=True)
             if self.require_signatures:
                 self.verifier.verify(data, topic)
         except (ProtocolError, SignatureError) as exc:

@@ -108,6 +108,8 @@ def commands() -> list[dict]:
     )
     add("time as a number", _text(_sign({**SET_VOLUME, "issued_at": 1748737500})), "malformed")
     add("repeated member", _text(good).replace('"volume":60', '"volume":60,"volume":100'), "malformed")
+    for name in ("cmd_id", "issued_at", "expires_at"):
+        add(f"no {name}", _text(_sign({k: x for k, x in SET_VOLUME.items() if k != name})), "malformed")
     add("unknown type", _text(_sign({**SET_VOLUME, "type": "reboot"})), "malformed")
     add("cmd_id of 7 characters", _text(_sign({**SET_VOLUME, "cmd_id": "abcdefg"})), "malformed")
     add("over 16,384 bytes", _text(_sign({**SET_VOLUME, "padding": "x" * 16400})), "malformed")
@@ -194,6 +196,7 @@ def reports() -> list[dict]:
         _text({**REPORT, "state": "no_report"}),
         "malformed",
     )
+    add("no at", _text({k: x for k, x in REPORT.items() if k != "at"}), "malformed")
     add("at without offset", _text({**REPORT, "at": "2025-06-01T00:31:08.712"}), "malformed")
     add("at without seconds", _text({**REPORT, "at": "2025-06-01T00:31Z"}), "malformed")
     add("at in 1970", _text({**REPORT, "at": "1970-01-01T00:00:00Z"}), "malformed")

@@ -330,17 +330,35 @@ def load_command(payload: bytes) -> dict[str, object]:
     return data
 
 
-def command_from(data: object) -> AnyCommand:
-    """Validate a loaded command object, or raise ProtocolError saying which field is wrong."""
+# Members a message must carry on the wire, although a model built in Python fills them itself
+# (a fresh cmd_id, the time now): on the wire a missing one would be invented, not read.
+COMMAND_WIRE_REQUIRED = ("cmd_id", "issued_at", "expires_at")
+REPORT_WIRE_REQUIRED = ("at",)
+
+
+def _require(message: BaseModel, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in message.model_fields_set:
+            raise ProtocolError(f"{name}: Field required")
+
+
+def command_from(data: object, *, wire: bool = False) -> AnyCommand:
+    """Validate a loaded command object, or raise ProtocolError saying which field is wrong.
+
+    `wire=True` for a command received (the speaker): cmd_id, issued_at and expires_at must be in
+    it. Without, the server builds one from an operator's fields and those are filled in."""
     try:
-        return _command_adapter.validate_python(data)
+        command = _command_adapter.validate_python(data)
     except ValidationError as exc:
         raise ProtocolError(_explain(exc)) from None
+    if wire:
+        _require(command, COMMAND_WIRE_REQUIRED)
+    return command
 
 
 def parse_command(payload: bytes) -> AnyCommand:
-    """Parse a command, or raise ProtocolError saying which field is wrong."""
-    return command_from(_load(payload, MAX_COMMAND_BYTES))
+    """Parse a received command, or raise ProtocolError saying which field is wrong."""
+    return command_from(_load(payload, MAX_COMMAND_BYTES), wire=True)
 
 
 _M = TypeVar("_M", bound=_Message)
@@ -348,12 +366,16 @@ _M = TypeVar("_M", bound=_Message)
 
 def parse_report(payload: bytes) -> Report:
     """Parse a playback report, or raise ProtocolError."""
-    return _parse_json(Report, payload, MAX_REPORT_BYTES)
+    report = _parse_json(Report, payload, MAX_REPORT_BYTES)
+    _require(report, REPORT_WIRE_REQUIRED)
+    return report
 
 
 def parse_status(payload: bytes) -> Status:
     """Parse a status heartbeat, or raise ProtocolError."""
-    return _parse_json(Status, payload, MAX_REPORT_BYTES)
+    status = _parse_json(Status, payload, MAX_REPORT_BYTES)
+    _require(status, REPORT_WIRE_REQUIRED)
+    return status
 
 
 def _parse_json(model: type[_M], payload: bytes, limit: int) -> _M:
