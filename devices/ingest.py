@@ -223,6 +223,8 @@ class ReportIngestor:
         self.counts["status"] += status_applied
         self.counts["applied"] += result.applied
         self.counts["stale"] += result.stale
+        self.counts["out_of_order"] += result.out_of_order
+        self.counts["duplicate_report"] += result.duplicate
         self.counts["unknown_delivery"] += result.unknown_delivery
         if result.unknown_devices:
             log.warning("reports from unknown devices: %s", ", ".join(sorted(result.unknown_devices)[:10]))

@@ -58,9 +58,14 @@ class Delivery(Base):
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     playing_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    seconds_played: Mapped[float | None] = mapped_column(Float)
+    seconds_played: Mapped[float | None] = mapped_column(Float)  # at most duration_s
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The audio's duration as the play command said (NULL for deliveries sent before migration 0008).
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    # The flag of a speaker's figure that exceeded the audio (a frozen player): what it reported,
+    # when seconds_played was clamped to duration_s by more than report_writer.SECONDS_SLACK_S.
+    seconds_reported: Mapped[float | None] = mapped_column(Float)
 
 
 class DeliverySettlement(Base):
@@ -84,10 +89,22 @@ class DeliverySettlement(Base):
 
 
 class Report(Base):
-    """Every playback report as received, kept raw for audit and later statistics."""
+    """Every playback report as received, kept raw for audit and later statistics: once each.
+
+    A report is what one speaker said about one occurrence at one moment of its clock; the same
+    (occurrence, device, state, at) again is a resend (QoS 1, a broker blip, a `sync`) and is not
+    stored twice. seconds_played is the speaker's own figure, unclamped (the delivery holds the
+    clamped one).
+    """
 
     __tablename__ = "reports"
-    __table_args__ = (Index("ix_reports_occurrence_device", "occurrence_id", "device_id"),)
+    __table_args__ = (
+        Index(
+            "uq_reports_occurrence_device_state_at",
+            "occurrence_id", "device_id", "state", "reported_at",
+            unique=True,
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
     device_id: Mapped[str] = mapped_column(String(64))

@@ -9,7 +9,9 @@ compiled once per dialect.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +38,8 @@ from sqlalchemy import (
     column,
     extract,
     func,
-    insert,
     literal_column,
+    null,
     or_,
     select,
     update,
@@ -51,12 +53,23 @@ from cunxiang_shared import protocol
 from devices.models import STATE_RANK, Delivery, DeliverySettlement, DeliveryState, Device
 from devices.models import Report as ReportRow
 
+log = logging.getLogger(__name__)
+
 # A final report for a delivery that became `no_report` at the deadline still counts, however late
 # it arrives within this window after the deadline, when the speaker reached that state by the
 # deadline on the server's clock (its own time `at` plus its measured clock offset): an airing it
 # played from its local programme while the link was down (断网续播), reported when the link came
 # back. After the window an occurrence's figures are settled for good (docs/reach.md).
 LATE_REPORT_WINDOW_S = 7 * 24 * 3600.0
+# Refusals of one kind (out-of-order reports) are logged at WARNING at most this often; each one
+# is counted (ApplyResult, the ingestor's counts).
+REFUSAL_LOG_INTERVAL_S = 60.0
+# seconds_played is clamped to the audio's duration (Delivery.duration_s); a figure more than this
+# over it is also flagged (Delivery.seconds_reported keeps it): a speaker's measured wall-clock time
+# includes start latency, but 35.3 s for 27.1 s of audio is a frozen player, not latency.
+SECONDS_SLACK_S = 1.0
+# The final states a later `played` report with seconds_played > 0 replaces (docs/reach.md).
+SUPERSEDED_BY_PLAYED = (DeliveryState.failed, DeliveryState.skipped, DeliveryState.preempted)
 
 
 def upsert(session: Session) -> Callable:
@@ -72,6 +85,8 @@ class ApplyResult:
     unknown_device: int = 0
     unknown_delivery: int = 0
     stale: int = 0  # reports that would move a delivery backwards or after its final state
+    out_of_order: int = 0  # reports that would move it forward but are dated before an earlier step
+    duplicate: int = 0  # reports for a delivery already stored raw (resends): not stored again
     unknown_devices: set[str] = field(default_factory=set)
     # occurrence id -> its no_report deliveries that final reports changed after the deadline job
     revised: dict[int, int] = field(default_factory=dict)
@@ -107,14 +122,59 @@ def apply_reports(*, session: Session, reports: Sequence[tuple[protocol.Report, 
             )
         )
     stored, result.applied, revised = writer.write(conn, rows)
-    result.stale = stored - result.applied
-    if stored < len(reports):
+    if stored < len(reports):  # reports without a delivery, or resends already stored
         _count_unknown(session=session, reports=reports, result=result)
+    delivered = len(reports) - result.unknown_device - result.unknown_delivery
+    result.duplicate = delivered - stored
+    if delivered > result.applied:
+        result.out_of_order = _count_out_of_order(conn, rows)
+        if result.out_of_order:
+            _log_refusal("out_of_order", result.out_of_order)
+    result.stale = delivered - result.applied - result.out_of_order
     if revised:
         _record_revisions(session, revised)
         result.revised = dict(sorted(revised.items()))
     _expire_deliveries(session)
     return result
+
+
+def _count_out_of_order(conn: Connection, rows: list[tuple]) -> int:
+    """Of a written batch, the reports that did not apply although they would still move their
+    delivery forward: the date rule refused them (a delivery's report stopped by the date rule and
+    then overtaken by a later one of the same batch counts as stale)."""
+    t = _DELIVERIES
+    states = {
+        (occ, dev): state
+        for occ, dev, state in conn.execute(
+            select(t.c.occurrence_id, t.c.device_id, t.c.state).where(
+                t.c.occurrence_id.in_({row[0] for row in rows}), t.c.device_id.in_({row[1] for row in rows})
+            )
+        )
+    }
+    superseded = {s.value for s in SUPERSEDED_BY_PLAYED}
+    count = 0
+    for row in rows:
+        state = states.get(row[:2])
+        if state is None or state == DeliveryState.no_report.value:
+            continue  # no delivery, or one the late-report window decides
+        rank, final_seconds = row[_RANK_AT], row[_FINAL_SECONDS_AT]
+        if rank > _RANK[state] or (
+            state in superseded and row[_STATE_AT] == DeliveryState.played.value and (final_seconds or 0) > 0
+        ):
+            count += 1
+    return count
+
+
+_last_logged: dict[str, float] = {}
+
+
+def _log_refusal(kind: str, count: int) -> None:
+    """A WARNING for this kind of refused report, at most once per REFUSAL_LOG_INTERVAL_S."""
+    now = time.monotonic()
+    if now - _last_logged.get(kind, -REFUSAL_LOG_INTERVAL_S) >= REFUSAL_LOG_INTERVAL_S:
+        _last_logged[kind] = now
+        log.warning("refused %d %s report(s) (further ones counted, logged at most every %.0f s)",
+                    count, kind, REFUSAL_LOG_INTERVAL_S)  # fmt: skip
 
 
 def _record_revisions(session: Session, revised: Mapping[int, int]) -> None:
@@ -212,6 +272,8 @@ _RAW_COLUMNS = (
 )
 _STEP_COLUMNS = ("state", "rank", "reported_at", "received_at", "final_seconds", "final_error")
 _RANK_AT = list(_FIELDS).index("rank")
+_STATE_AT = list(_FIELDS).index("state")
+_FINAL_SECONDS_AT = list(_FIELDS).index("final_seconds")
 
 
 def _sql_literal(value: str | int) -> ColumnElement:
@@ -231,11 +293,15 @@ def _advance_statement(
 ) -> Update:
     """UPDATE of deliveries (those `match` picks) by reports, each taking effect only as the rules allow.
 
-    A delivery moves only to a higher state rank. A `no_report` delivery (finalised at the deadline,
-    its `finished_at`) still takes a final report that reached us by the deadline — it may have been
-    waiting in an ingest batch when the deadline job ran — or, up to LATE_REPORT_WINDOW_S after it,
-    one whose speaker reached that state by the deadline on our clock: its `at` plus the clock offset
-    it last reported (server minus speaker; none measured counts as 0). `received` sets `received_at`
+    A delivery moves only to a higher state rank, by a report dated no earlier than the steps the
+    speaker reported before (else it is out of order). One final state replaces another only on
+    evidence: `played` with seconds_played > 0 replaces `failed`, `skipped` or `preempted` (sound
+    came out of the loudspeaker; nothing un-plays it), and nothing replaces `played`. A `no_report`
+    delivery (finalised at the deadline, its `finished_at`) still takes a final report that reached
+    us by the deadline — it may have been waiting in an ingest batch when the deadline job ran — or,
+    up to LATE_REPORT_WINDOW_S after it, one whose speaker reached that state by the deadline on our
+    clock: its `at` plus the clock offset it last reported (server minus speaker; none measured
+    counts as 0). `received` sets `received_at`
     (so does any report while it is still empty), `playing` sets `playing_at`, a final report sets
     `finished_at`, `seconds_played` and `error`. The rules sit in the WHERE clause, evaluated on the
     row as it is when the update runs, so nothing moves a delivery backwards, not even a row another
@@ -259,8 +325,25 @@ def _advance_statement(
         literal_column("0.0"),
     )
     arrived = src["received_at"]
+    # The speaker's own times of the steps it reported so far (a no_report's finished_at is our
+    # deadline, not a step of the speaker's): a report dated before any of them is out of order.
+    in_order = and_(
+        or_(t.c.received_at.is_(None), at >= t.c.received_at),
+        or_(t.c.playing_at.is_(None), at >= t.c.playing_at),
+        or_(
+            t.c.finished_at.is_(None),
+            t.c.state == _sql_literal(DeliveryState.no_report.value),
+            at >= t.c.finished_at,
+        ),
+    )
     forward = or_(
-        current_rank < rank,
+        and_(current_rank < rank, in_order),
+        and_(
+            t.c.state.in_([_sql_literal(s.value) for s in SUPERSEDED_BY_PLAYED]),
+            src["state"] == _sql_literal(DeliveryState.played.value),
+            src["final_seconds"] > literal_column("0"),
+            in_order,
+        ),
         and_(
             t.c.state == _sql_literal(DeliveryState.no_report.value),
             final,
@@ -285,7 +368,25 @@ def _advance_statement(
             ),
             playing_at=case((rank == _sql_literal(_RANK["playing"]), at), else_=t.c.playing_at),
             finished_at=case((final, at), else_=t.c.finished_at),
-            seconds_played=case((final, src["final_seconds"]), else_=t.c.seconds_played),
+            seconds_played=case(
+                # NULL duration (sent before migration 0008): no bound
+                (and_(final, src["final_seconds"] > t.c.duration_s), t.c.duration_s),
+                (final, src["final_seconds"]),
+                else_=t.c.seconds_played,
+            ),
+            seconds_reported=case(
+                (
+                    final,
+                    case(
+                        (
+                            src["final_seconds"] > t.c.duration_s + literal_column(str(SECONDS_SLACK_S)),
+                            src["final_seconds"],
+                        ),
+                        else_=null(),
+                    ),
+                ),
+                else_=t.c.seconds_reported,
+            ),
             error=case((final, src["final_error"]), else_=t.c.error),
             updated_at=bindparam("now", type_=DateTime()),
         )
@@ -317,8 +418,11 @@ class _RowByRow:
         t = _DELIVERIES
         match = and_(t.c.occurrence_id == src["occurrence_id"], t.c.device_id == src["device_id"])
         delivered = select(literal_column("1")).where(match).exists()
-        store = insert(_REPORTS).from_select(
-            list(_RAW_COLUMNS), select(*(src[name] for name in _RAW_COLUMNS)).where(delivered)
+        # A resent report (same occurrence, device, state and `at`) is stored once.
+        store = (
+            sqlite.insert(_REPORTS)
+            .from_select(list(_RAW_COLUMNS), select(*(src[name] for name in _RAW_COLUMNS)).where(delivered))
+            .on_conflict_do_nothing()
         )
         self._store, self._store_params = self._compile(store, dialect)
         self._advance, self._advance_params = self._compile(
@@ -426,7 +530,11 @@ class _Arrays:
             .with_for_update(of=t)
         )
         raw = _unnest(*((name, _FIELDS[name]) for name in _RAW_COLUMNS))
-        store = insert(_REPORTS).from_select(list(_RAW_COLUMNS), select(*raw.c))
+        store = (
+            postgresql.insert(_REPORTS)
+            .from_select(list(_RAW_COLUMNS), select(*raw.c))
+            .on_conflict_do_nothing()
+        )
         steps = _unnest(("id", Integer()), *((name, _FIELDS[name]) for name in _STEP_COLUMNS))
         advance = _advance_statement(steps.c, t.c.id == steps.c.id, dialect.name)
         self._lock, self._store, self._advance = (
@@ -484,7 +592,7 @@ class _Arrays:
             if no_report
             else set()
         )
-        conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, raw))
+        inserted = conn.exec_driver_sql(self._store, _as_arrays(_RAW_COLUMNS, raw)).rowcount
         applied = 0
         for step_keys, values in steps:
             if not step_keys:
@@ -501,7 +609,7 @@ class _Arrays:
                     select(t.c.occurrence_id).where(t.c.id.in_(waiting), t.c.state != DeliveryState.no_report)
                 )
             )
-        return len(raw), applied, revised
+        return inserted, applied, revised
 
 
 _writers: dict[tuple[str, str, str], _RowByRow | _Arrays] = {}

@@ -50,8 +50,13 @@ class DeliveryRead(BaseModel):
     received_at: datetime | None
     playing_at: datetime | None
     finished_at: datetime | None
-    seconds_played: float | None
+    seconds_played: float | None = Field(description="At most the audio's duration (clamped).")
     error: str | None
+    seconds_reported: float | None = Field(
+        default=None,
+        description="Set only when the speaker reported more seconds than the audio lasts (a frozen "
+        "player): its figure, before seconds_played was clamped to the duration.",
+    )
 
 
 class AreaHealthRead(BaseModel):

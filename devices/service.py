@@ -104,8 +104,11 @@ def expand_targets(*, session: Session, area_codes: Sequence[str], device_ids: S
     return list(session.scalars(select(Device).where(or_(*conditions)).order_by(Device.id)).all())
 
 
-def snapshot_deliveries(*, session: Session, occurrence_id: int, devices: Iterable[Device]) -> int:
-    """Record one pending delivery per target speaker of an occurrence; return how many."""
+def snapshot_deliveries(
+    *, session: Session, occurrence_id: int, devices: Iterable[Device], duration_s: float | None = None
+) -> int:
+    """Record one pending delivery per target speaker of an occurrence (its audio lasting
+    duration_s, the bound of seconds_played); return how many."""
     now = utcnow()
     rows = [
         {
@@ -114,6 +117,7 @@ def snapshot_deliveries(*, session: Session, occurrence_id: int, devices: Iterab
             "area_code": d.area_code,
             "state": DeliveryState.pending,
             "updated_at": now,
+            "duration_s": duration_s,
         }
         for d in devices
     ]

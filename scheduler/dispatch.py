@@ -235,8 +235,9 @@ def _prepare_batch(
             log.warning("occurrence %s was prepared but not recorded as sent: sending it again", r.id)
         else:
             count = device_service.snapshot_deliveries(
-                session=session, occurrence_id=r.id, devices=[targets[k] for k in sorted(targets)]
-            )
+                session=session, occurrence_id=r.id, devices=[targets[k] for k in sorted(targets)],
+                duration_s=asset.duration_ms / 1000,
+            )  # fmt: skip
         own = [explicit[d] for d in r.target_devices or [] if d in explicit]
         area_topics, device_ids = plan_topics(area_codes=r.target_areas or [], devices=own)
         command = protocol.PlayCommand(

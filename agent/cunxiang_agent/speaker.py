@@ -453,7 +453,7 @@ class Speaker:
         """Parse and verify one command: None (counted, logged, reported) if it must be dropped."""
         try:
             data = protocol.load_command(raw)
-            command = protocol.command_from(data)
+            command = protocol.command_from(data, wire=True)
         except ProtocolError as exc:
             self.counters["malformed"] += 1
             self._reject("malformed", str(exc), topic=topic)
@@ -464,13 +464,8 @@ class Speaker:
             except SignatureError as exc:
                 self._reject(exc.reason, exc.detail, topic=topic, cmd_id=command.cmd_id)
                 return None
-        # Only authentic issued_at values may move the clock estimate.
-        self._clock_samples.append((command.issued_at - self.now()).total_seconds())
-        if command.cmd_id in self._cmd_ids:
-            # A QoS 1 redelivery, the same command on another of our topics, or a replay: same bytes.
-            self.counters["duplicate"] += 1
-            logger.debug("%s: command %s already handled", self.device_id, command.cmd_id)
-            return None
+        # Expiry before memory: a command past its expires_at is `expired` whether or not its id is
+        # still remembered (ids are kept only until then), so the answer never depends on a restart.
         now = self.now()
         if not isinstance(command, PlayCommand) and now > command.expires_at:
             self._reject(
@@ -480,6 +475,16 @@ class Speaker:
                 cmd_id=command.cmd_id,
             )
             return None
+        if command.cmd_id in self._cmd_ids:
+            # A QoS 1 redelivery, the same command on another of our topics, or a replay: same bytes.
+            self.counters["duplicate"] += 1
+            logger.debug("%s: command %s already handled", self.device_id, command.cmd_id)
+            return None
+        # The clock offset is sampled only from commands that are authentic, new and fresh (not past
+        # their expires_at): a replayed old command, a refusal or a redelivery says nothing about
+        # the time now, and after a restart would be the only sample (docs/protocol.md §8).
+        if now <= command.expires_at:
+            self._clock_samples.append((command.issued_at - now).total_seconds())
         self._cmd_ids[command.cmd_id] = command.expires_at
         while len(self._cmd_ids) > REMEMBERED_COMMANDS:
             self._cmd_ids.popitem(last=False)
@@ -818,7 +823,7 @@ class Speaker:
         # The command is checked again: a state file is no more trusted than the broker.
         try:
             data = protocol.load_command(raw)
-            command = protocol.command_from(data)
+            command = protocol.command_from(data, wire=True)
             if self.require_signatures:
                 self.verifier.verify(data, topic)
         except (ProtocolError, SignatureError) as exc:

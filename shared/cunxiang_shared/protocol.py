@@ -16,9 +16,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     TypeAdapter,
     ValidationError,
 )
@@ -47,6 +49,9 @@ SHA256_RE = r"^[0-9a-f]{64}$"
 MAX_INT = 2**31 - 1
 # Timestamps outside these years are malformed (and could not even be converted to UTC).
 MIN_YEAR, MAX_YEAR = 2000, 2200
+# The one time profile on the wire: RFC 3339 `date-time` with a `T`, seconds, an optional fraction
+# and an explicit offset (`Z` or +hh:mm); no week dates, no missing seconds, no local times.
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 
 
 class ProtocolError(ValueError):
@@ -95,6 +100,15 @@ def device_id_from_topic(topic: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- messages
 
 
+def _rfc3339(value: object) -> object:
+    # On the wire a time is a string; Python callers (the server building a command) pass datetimes.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not RFC3339_RE.match(value):
+        raise ValueError("a time must be an RFC 3339 string with an offset, e.g. 2026-03-02T08:30:00Z")
+    return value
+
+
 def _sane_time(value: datetime) -> datetime:
     try:
         year = value.astimezone(UTC).year
@@ -110,6 +124,9 @@ Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 Timestamp = Annotated[
     AwareDatetime,
+    # Strict elsewhere, but JSON has no time type: the string is checked against RFC3339_RE first.
+    Strict(False),
+    BeforeValidator(_rfc3339),
     AfterValidator(_sane_time),
     PlainSerializer(
         lambda v: v.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -130,8 +147,11 @@ def new_cmd_id() -> str:
 class _Message(BaseModel):
     # Unknown fields are ignored so a newer server can add fields without breaking old speakers.
     # Infinity and NaN are not JSON, but Python's parser accepts them: refuse them.
-    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
-    v: Literal[1] = VERSION
+    # Strict: exact JSON types ("3" and true are not the integer 3 or 1; 3.0 is not an integer),
+    # so a vendor's typo is refused, never silently turned into another figure.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, strict=True)
+    # Optional: a message without `v` is version 1; any other value (true, "1", 2) is refused.
+    v: Annotated[int, Field(ge=VERSION, le=VERSION)] = VERSION
 
 
 class _Command(_Message):
@@ -189,6 +209,7 @@ Command = Annotated[
     Field(discriminator="type"),
 ]
 _command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
+
 
 class Report(_Message):
     """What a speaker did with one occurrence."""
@@ -251,11 +272,41 @@ def encode(message: BaseModel) -> bytes:
     return message.model_dump_json(exclude_none=False).encode()
 
 
+def _unique_members(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """object_pairs_hook: an object whose member names repeat is not a message (RFC 8259 §4 leaves
+    it to the parser; last-wins would let `"state"` say two things)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        name = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ProtocolError(f"duplicate member {name!r}")
+    return data
+
+
+def _may_repeat_members(payload: bytes, names: tuple[bytes, ...]) -> bool:
+    """False when none of the model's member names occurs twice in the text and nothing is escaped
+    (the common case, decided in C); True when one might repeat. Members the model does not know
+    are ignored, whether or not they repeat: they change nothing."""
+    return b"\\" in payload or max(map(payload.count, names)) > 1
+
+
+_quoted_names: dict[type[BaseModel], tuple[bytes, ...]] = {}
+
+
+def _names(model: type[BaseModel]) -> tuple[bytes, ...]:
+    names = _quoted_names.get(model)
+    if names is None:
+        names = _quoted_names[model] = tuple(f'"{name}"'.encode() for name in model.model_fields)
+    return names
+
+
 def _load(payload: bytes, limit: int) -> object:
     if len(payload) > limit:
         raise ProtocolError(f"message of {len(payload)} bytes exceeds {limit}")
     try:
-        return json.loads(payload)
+        return json.loads(payload, object_pairs_hook=_unique_members)
+    except ProtocolError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     except (RecursionError, ValueError) as exc:  # nesting too deep, numbers too long
@@ -279,17 +330,35 @@ def load_command(payload: bytes) -> dict[str, object]:
     return data
 
 
-def command_from(data: object) -> AnyCommand:
-    """Validate a loaded command object, or raise ProtocolError saying which field is wrong."""
+# Members a message must carry on the wire, although a model built in Python fills them itself
+# (a fresh cmd_id, the time now): on the wire a missing one would be invented, not read.
+COMMAND_WIRE_REQUIRED = ("cmd_id", "issued_at", "expires_at")
+REPORT_WIRE_REQUIRED = ("at",)
+
+
+def _require(message: BaseModel, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in message.model_fields_set:
+            raise ProtocolError(f"{name}: Field required")
+
+
+def command_from(data: object, *, wire: bool = False) -> AnyCommand:
+    """Validate a loaded command object, or raise ProtocolError saying which field is wrong.
+
+    `wire=True` for a command received (the speaker): cmd_id, issued_at and expires_at must be in
+    it. Without, the server builds one from an operator's fields and those are filled in."""
     try:
-        return _command_adapter.validate_python(data)
+        command = _command_adapter.validate_python(data)
     except ValidationError as exc:
         raise ProtocolError(_explain(exc)) from None
+    if wire:
+        _require(command, COMMAND_WIRE_REQUIRED)
+    return command
 
 
 def parse_command(payload: bytes) -> AnyCommand:
-    """Parse a command, or raise ProtocolError saying which field is wrong."""
-    return command_from(_load(payload, MAX_COMMAND_BYTES))
+    """Parse a received command, or raise ProtocolError saying which field is wrong."""
+    return command_from(_load(payload, MAX_COMMAND_BYTES), wire=True)
 
 
 _M = TypeVar("_M", bound=_Message)
@@ -297,19 +366,27 @@ _M = TypeVar("_M", bound=_Message)
 
 def parse_report(payload: bytes) -> Report:
     """Parse a playback report, or raise ProtocolError."""
-    return _parse_json(Report, payload, MAX_REPORT_BYTES)
+    report = _parse_json(Report, payload, MAX_REPORT_BYTES)
+    _require(report, REPORT_WIRE_REQUIRED)
+    return report
 
 
 def parse_status(payload: bytes) -> Status:
     """Parse a status heartbeat, or raise ProtocolError."""
-    return _parse_json(Status, payload, MAX_REPORT_BYTES)
+    status = _parse_json(Status, payload, MAX_REPORT_BYTES)
+    _require(status, REPORT_WIRE_REQUIRED)
+    return status
 
 
 def _parse_json(model: type[_M], payload: bytes, limit: int) -> _M:
     """The message from its JSON bytes, parsed and checked in one pass by pydantic-core: about half
-    the time of `json.loads` then validating the dict (the ingest path parses every report)."""
+    the time of `json.loads` then validating the dict (the ingest path parses every report).
+    pydantic-core keeps the last of repeated member names, so a quick count of the model's names
+    comes first, and only a payload where one might repeat is parsed again by the exact check."""
     if len(payload) > limit:
         raise ProtocolError(f"message of {len(payload)} bytes exceeds {limit}")
+    if _may_repeat_members(payload, _names(model)):
+        _load(payload, limit)  # the exact check: raises on a repeated member name in any object
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:

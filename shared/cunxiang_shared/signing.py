@@ -9,6 +9,7 @@ minimally, numbers in their shortest round-trip form with integral values writte
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import math
@@ -114,10 +115,26 @@ def b64url(data: bytes) -> str:
 
 
 def unb64url(text: str) -> bytes:
-    """Decode base64url with or without padding; raise ValueError when it is not."""
+    """Decode base64url with or without padding; raise ValueError unless it is the one canonical
+    encoding of its bytes.
+
+    `base64.urlsafe_b64decode` skips characters outside the alphabet and ignores the unused low
+    bits of the last character (a 64-byte signature's last character carries 2 bits: 16 characters
+    decode to the same bytes). Only the text that `b64url` writes for those bytes is accepted, so
+    a signature has exactly one spelling (docs/protocol.md §9).
+    """
     if not isinstance(text, str) or not text.isascii():
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    unpadded = text.rstrip("=")
+    if len(text) - len(unpadded) != (-len(unpadded) % 4 if text != unpadded else 0):
+        raise ValueError("not base64url: wrong padding")
+    try:
+        data = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
+    except binascii.Error:
+        raise ValueError("not base64url") from None
+    if b64url(data) != unpadded:
+        raise ValueError("not the canonical base64url encoding")
+    return data
 
 
 def public_key_text(public_key: Ed25519PublicKey) -> str:
@@ -196,7 +213,10 @@ class Verifier:
         if key is None:
             raise SignatureError("unknown_key", f"signed by a key this speaker does not trust: {kid!r}")
         try:
+            # Canonical and unpadded: the one spelling Signer.sign writes.
             signature = unb64url(sig)  # type: ignore[arg-type]
+            if b64url(signature) != sig:
+                raise ValueError("sig is padded")
             key.verify(signature, DOMAIN + canonical(message))
         except (ValueError, TypeError, InvalidSignature):
             raise SignatureError("bad_signature", "signature does not match the command") from None

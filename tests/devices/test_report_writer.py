@@ -71,7 +71,7 @@ def test_a_whole_airing_in_one_batch_applies_in_arrival_order(fleet):
         ],
     )
     fleet.commit()
-    assert (result.applied, result.stale) == (4, 2)
+    assert (result.applied, result.stale, result.duplicate) == (4, 2, 1)
     a1 = delivery(fleet, "a1")
     assert (a1.state, a1.received_at, a1.playing_at, a1.finished_at, a1.seconds_played) == (
         "played", T0, T0 + timedelta(seconds=5), T0 + timedelta(seconds=65), 60.0,
@@ -81,7 +81,7 @@ def test_a_whole_airing_in_one_batch_applies_in_arrival_order(fleet):
     assert (a2.state, a2.received_at, a2.playing_at, a2.finished_at) == (
         "played", T0 + timedelta(seconds=60), None, T0 + timedelta(seconds=60),
     )  # fmt: skip
-    assert fleet.query(ReportRow).count() == 6  # stale reports are kept raw too
+    assert fleet.query(ReportRow).count() == 5  # stale reports are kept raw too, a resend once
 
 
 def test_only_final_reports_set_seconds_and_error(fleet):
@@ -271,3 +271,99 @@ def test_an_overlapping_writer_waits_and_never_moves_a_delivery_back(fleet, sess
     result = outcome["result"]
     assert (result.applied, result.stale) == (1, 1)  # a1's `playing` came after its `played`
     assert delivery(fleet, "a1").state == "played" and delivery(fleet, "a2").state == "received"
+
+
+def test_played_with_sound_replaces_an_earlier_failed_and_nothing_replaces_played(fleet):
+    # The case that cost a broadcast its figures: a wrongly applied `failed`, then the genuine
+    # `played` 14 s later. Sound came out of the loudspeaker: played wins. Nothing un-plays it.
+    result = report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "failed", T0 + timedelta(seconds=13), error="decoder"), T0),
+            (report("a1", "played", T0 + timedelta(seconds=27), seconds_played=27.1), T0),
+            (report("a2", "played", T0 + timedelta(seconds=27), seconds_played=27.1), T0),
+            (report("a2", "failed", T0 + timedelta(seconds=40), error="late noise"), T0),
+            (report("a3", "skipped", T0 + timedelta(seconds=1), error="expired"), T0),
+            (report("a3", "played", T0 + timedelta(seconds=27), seconds_played=0.0), T0),  # no sound
+        ],
+    )
+    fleet.commit()
+    assert (result.applied, result.stale, result.out_of_order) == (4, 2, 0)
+    a1 = delivery(fleet, "a1")
+    assert (a1.state, a1.seconds_played, a1.error, a1.finished_at) == (
+        "played", 27.1, None, T0 + timedelta(seconds=27),
+    )  # fmt: skip
+    assert (delivery(fleet, "a2").state, delivery(fleet, "a2").error) == ("played", None)
+    assert (delivery(fleet, "a3").state, delivery(fleet, "a3").error) == ("skipped", "expired")
+
+
+def test_a_report_dated_before_the_previous_step_is_refused_and_counted(fleet):
+    first = report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "playing", T0 + timedelta(seconds=5)), T0),
+            (report("a2", "received", T0), T0),
+            (report("a2", "playing", T0 - timedelta(seconds=5)), T0),  # dated before `received`
+        ],
+    )
+    fleet.commit()
+    assert (first.applied, first.stale, first.out_of_order) == (2, 0, 1)
+    second = report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            (report("a1", "failed", T0 + timedelta(seconds=1), error="x"), T0),  # before `playing`
+            (report("a1", "received", T0), T0),  # a resend: stale, not out of order
+            (report("a2", "played", T0 + timedelta(seconds=30), seconds_played=30.0), T0),
+        ],
+    )
+    fleet.commit()
+    assert (second.applied, second.stale, second.out_of_order) == (1, 1, 1)
+    assert delivery(fleet, "a1").state == "playing"
+    assert delivery(fleet, "a2").state == "played"
+    # Refused reports are still kept raw (audit), like every report for a delivery.
+    assert len(fleet.scalars(select(ReportRow).where(ReportRow.device_id == "a1")).all()) == 3
+
+
+def test_resent_reports_are_stored_raw_once(fleet):
+    # A broker blip: the speaker resends its received and playing reports (same state, same `at`).
+    first = [(report("a1", "received", T0), T0), (report("a1", "playing", T0 + timedelta(seconds=5)), T0)]
+    report_writer.apply_reports(session=fleet, reports=first)
+    fleet.commit()
+    again = report_writer.apply_reports(
+        session=fleet, reports=[*first, *first, (report("zz", "received", T0), T0)]
+    )
+    fleet.commit()
+    assert (again.applied, again.duplicate, again.stale, again.unknown_device) == (0, 4, 4, 1)
+    rows = fleet.scalars(select(ReportRow.state).where(ReportRow.device_id == "a1").order_by(ReportRow.id))
+    assert rows.all() == ["received", "playing"]
+    assert delivery(fleet, "a1").state == "playing"
+
+
+def test_seconds_played_beyond_the_audio_is_clamped_and_flagged(fleet):
+    occ = OCC + 2
+    devices = device_service.expand_targets(session=fleet, area_codes=["341225100201"], device_ids=[])
+    device_service.snapshot_deliveries(session=fleet, occurrence_id=occ, devices=devices, duration_s=27.1)
+    fleet.commit()
+    end = T0 + timedelta(seconds=40)
+    report_writer.apply_reports(
+        session=fleet,
+        reports=[
+            # A speaker frozen for 30 s: its wall-clock figure overshoots the audio.
+            (report("a1", "played", end, occurrence_id=occ, seconds_played=35.3), T0),
+            # Start latency: a little over, clamped but not flagged.
+            (report("a2", "played", end, occurrence_id=occ, seconds_played=27.4), T0),
+            (report("a3", "failed", end, occurrence_id=occ, seconds_played=12.0, error="x"), T0),
+            # A delivery sent before deliveries knew their duration: no bound.
+            (report("a1", "played", end, seconds_played=35.3), T0),
+        ],
+    )
+    fleet.commit()
+    a1, a2, a3 = (delivery(fleet, d, occ) for d in ("a1", "a2", "a3"))
+    assert (a1.seconds_played, a1.seconds_reported) == (27.1, 35.3)
+    assert (a2.seconds_played, a2.seconds_reported) == (27.1, None)
+    assert (a3.seconds_played, a3.seconds_reported) == (12.0, None)
+    old = delivery(fleet, "a1")
+    assert (old.seconds_played, old.seconds_reported) == (35.3, None)
+    # The raw report keeps the speaker's own figure.
+    raw = fleet.scalars(select(ReportRow.seconds_played).where(ReportRow.occurrence_id == occ)).all()
+    assert sorted(raw) == [12.0, 27.4, 35.3]

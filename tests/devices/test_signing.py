@@ -156,3 +156,32 @@ def test_key_files_generate_stage_rotate(tmp_path) -> None:
     for signer in (old_signer, rotated.signer()):
         verifier.verify(signer.sign(VECTOR_COMMAND, [VECTOR_TOPIC]), VECTOR_TOPIC)
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+
+def test_only_the_canonical_spelling_of_a_signature_is_accepted() -> None:
+    # A lenient base64url decoder ignores the unused low bits of the last character: every other
+    # character that decodes to the same 64 bytes must be refused, by the agent and the server alike.
+    import base64
+
+    from cunxiang_shared.signing import unb64url
+
+    signed = Signer(VECTOR_KEY).sign(VECTOR_COMMAND, [VECTOR_TOPIC])
+    sig = signed["sig"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twins = [
+        sig[:-1] + c
+        for c in alphabet
+        if c != sig[-1]
+        and base64.urlsafe_b64decode(sig[:-1] + c + "==") == base64.urlsafe_b64decode(sig + "==")
+    ]
+    assert len(twins) == 15  # 4 unused bits: what a lenient decoder would take
+    for twin in [*twins, sig[:40] + "!" + sig[40:]]:
+        with pytest.raises(ValueError, match="base64url"):
+            unb64url(twin)
+    # A signature is written without padding: the padded one is refused too.
+    for twin in [*twins, sig[:40] + "!" + sig[40:], sig + "=="]:
+        with pytest.raises(SignatureError) as info:
+            Verifier([VECTOR_KEY.public_key()]).verify({**signed, "sig": twin}, VECTOR_TOPIC)
+        assert info.value.reason == "bad_signature"
+    Verifier([VECTOR_KEY.public_key()]).verify(signed, VECTOR_TOPIC)
+    assert unb64url(VECTOR_PUBLIC.removeprefix("ed25519:") + "=") == unb64url(VECTOR_PUBLIC[8:])
