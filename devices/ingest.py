@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,8 +51,18 @@ class ReportIngestor:
     each message to one ingestor of the group, so N processes split the load (docs/scaling.md).
     """
 
-    def __init__(self, *, link: Link, session_factory: sessionmaker[Session], shared_group: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        link: Link,
+        session_factory: sessionmaker[Session],
+        shared_group: str = "",
+        on_online: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self._link = link
+        # Called on the worker thread, after the commit, with the speakers whose `online` 1 a batch
+        # recorded (docs/protocol.md: the server re-sends what is still due when a speaker connects).
+        self.on_online = on_online
         self._session_factory = session_factory
         self.shared_group = shared_group
         # Appended by paho's thread only, taken by the worker only: deque's append and popleft
@@ -205,6 +216,12 @@ class ReportIngestor:
             result = report_writer.apply_reports(session=session, reports=parsed.reports)
             unknown_online = device_service.set_online_many(session=session, flags=parsed.online)
             status_applied, status_unknown = fleet.apply_statuses(session=session, statuses=parsed.statuses)
+        came_online = [device_id for device_id, (up, _at) in parsed.online.items() if up]
+        if came_online and self.on_online is not None:
+            try:
+                self.on_online(came_online)
+            except Exception:  # a resend that fails must not cost the reports
+                log.exception("re-sending to %d speakers that came online failed", len(came_online))
         # counted only once the transaction committed
         self.counts["unknown_device"] += unknown_online + status_unknown + result.unknown_device
         self.counts["status"] += status_applied
