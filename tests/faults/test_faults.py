@@ -65,9 +65,8 @@ class Serve:
         return self
 
     def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=f"http://127.0.0.1:{self.port}", timeout=10, headers={"Authorization": f"Bearer {self.token}"}
-        )
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10, headers=headers)
 
     def wait(self, what: str, check: Callable[[httpx.Client], object], timeout: float) -> object:
         deadline = time.monotonic() + timeout
@@ -150,6 +149,14 @@ def _occurrence(c: httpx.Client, broadcast_id: int) -> dict:
     return items[0]
 
 
+def _wait_dispatched(serve: Serve, broadcast_id: int) -> dict:
+    def check(c: httpx.Client) -> dict | None:
+        occ = _occurrence(c, broadcast_id)
+        return occ if occ["status"] == "dispatched" else None
+
+    return serve.wait("dispatch", check, FIGURES_TIMEOUT_S)  # type: ignore[return-value]
+
+
 def _reach(c: httpx.Client, broadcast_id: int) -> dict:
     return c.get(f"/api/v1/broadcasts/{broadcast_id}/reach").json()
 
@@ -212,8 +219,7 @@ def test_reports_sent_while_the_server_is_killed_count_once_after_its_restart(tm
         absent = _register(serve, 1, "kill-absent")[0]  # registered, never connects
         with _speakers(serve, specs, mosquitto.url, tmp_path) as speakers:
             broadcast_id = _broadcast(serve, [s.device_id for s in [*specs, absent]])
-            occ = serve.wait("dispatch", lambda c: (o := _occurrence(c, broadcast_id))["status"] == "dispatched"
-                             and o, FIGURES_TIMEOUT_S)  # fmt: skip
+            occ = _wait_dispatched(serve, broadcast_id)
             _wait_playing(speakers, occ["id"], FIGURES_TIMEOUT_S)
             serve.kill()  # after dispatch, while they play: every `played` goes out while it is away
             played = _wait_played(speakers, occ["id"], len(specs), FIGURES_TIMEOUT_S)
@@ -237,8 +243,7 @@ def test_speakers_that_connect_after_the_publish_but_before_the_start_play_once(
         specs = _register(serve, 5, "late")
         start_at = datetime.now(UTC) + timedelta(seconds=8)
         broadcast_id = _broadcast(serve, [s.device_id for s in specs], start_at)
-        occ = serve.wait("dispatch", lambda c: (o := _occurrence(c, broadcast_id))["status"] == "dispatched"
-                         and o, FIGURES_TIMEOUT_S)  # fmt: skip
+        occ = _wait_dispatched(serve, broadcast_id)
         assert datetime.now(UTC) < start_at - timedelta(seconds=3), "dispatched too late for the test"
         with _speakers(serve, specs, mosquitto.url, tmp_path) as speakers:  # connect after the publish
             played = _wait_played(speakers, occ["id"], len(specs), FIGURES_TIMEOUT_S)
