@@ -329,9 +329,11 @@ def resend_open(
 
     Without `device_ids` (the link is back after an outage): each airing to all of its topics.
     With them (these speakers just came online): each airing that has a delivery still `pending`
-    for one of them, to that speaker's own command topic. Speakers keep one airing per occurrence
-    id, so a command they already have is dropped as a duplicate. Returns how many commands went
-    out; an airing whose command was held at dispatch gets a detail saying when it was re-sent.
+    for one of them, to that speaker's own command topic. Airings cancelled after their play went
+    out get their `stop` again first (`_withdrawn_stops`), to the same speakers. Speakers keep one
+    airing per occurrence id, so a command they already have is dropped as a duplicate. Returns how
+    many commands went out; an airing whose command was held at dispatch gets a detail saying when
+    it was re-sent.
     """
     from tts.models import AudioAsset
 
@@ -356,11 +358,7 @@ def resend_open(
                 ).all()
                 for occurrence_id, device_id in rows:
                     pending.setdefault(occurrence_id, []).append(device_id)
-            if not pending:
-                return 0
             airings = _open_airings(session, now, sorted(pending))
-        if not airings:
-            return 0
         assets = {a.id: a for a in session.scalars(
             select(AudioAsset).where(AudioAsset.id.in_({o.asset_id for o in airings}))
         )}  # fmt: skip
@@ -379,8 +377,16 @@ def resend_open(
                 topics = [protocol.device_topic(d, "cmd") for d in sorted(pending[occ.id])]
             plans.append((occ, command, topics))
         plans.sort(key=lambda p: (-p[1].priority, p[0].start_at, p[0].id))
+        stops = _withdrawn_stops(session, now, device_ids)
         sent = 0
         resent: list[int] = []
+        for occurrence_id, topics in stops:
+            try:
+                sender.send(protocol.StopCommand(occurrence_id=occurrence_id), topics)
+            except LinkError as exc:  # down again: the next reconnect tries again
+                log.warning("stop of cancelled occurrence %s not re-sent: %s", occurrence_id, exc)
+                return sent
+            sent += 1
         for occ, command, topics in plans:
             try:
                 sender.send(command, topics)
@@ -401,6 +407,35 @@ def resend_open(
         who = "every topic" if device_ids is None else f"{len(device_ids)} speakers that came online"
         log.info("re-sent %d open airings to %s", sent, who)
     return sent
+
+
+def _withdrawn_stops(
+    session: Session, now: datetime, device_ids: Sequence[str] | None
+) -> list[tuple[int, list[str]]]:
+    """(occurrence id, topics) of a `stop` for every airing cancelled after its play command went
+    out while it could still start: to its speakers' own topics (all of them, or those of
+    `device_ids`). A speaker that missed the stop (offline, or the stop was held) drops the airing;
+    one that never had it remembers the id and skips a late play."""
+    query = (
+        select(Delivery.occurrence_id, Delivery.device_id)
+        .join(Occurrence, Occurrence.id == Delivery.occurrence_id)
+        .where(
+            Occurrence.status == OccurrenceStatus.cancelled,
+            Occurrence.dispatched_at.is_not(None),
+            Occurrence.expires_at > now,
+        )
+    )
+    if device_ids is None:
+        rows = list(session.execute(query).all())
+    else:
+        rows = []
+        for i in range(0, len(device_ids), RESEND_CHUNK):
+            chunk = list(device_ids[i : i + RESEND_CHUNK])
+            rows += session.execute(query.where(Delivery.device_id.in_(chunk))).all()
+    topics: dict[int, list[str]] = {}
+    for occurrence_id, device_id in rows:
+        topics.setdefault(occurrence_id, []).append(protocol.device_topic(device_id, "cmd"))
+    return sorted(topics.items())
 
 
 def reports_since(*, session_factory: sessionmaker[Session]) -> datetime | None:
