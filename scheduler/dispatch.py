@@ -558,6 +558,13 @@ def close(*, session_factory: sessionmaker[Session], occurrence_id: int) -> int:
         return _close(session, [occ]) if occ is not None else 0
 
 
+def _held_detail(detail: str | None) -> str | None:
+    """The detail itself if it says the command was held at dispatch and not re-sent since."""
+    if detail and detail.startswith(HELD_PREFIX) and "re-sent" not in detail:
+        return detail
+    return None
+
+
 def _close(session: Session, occurrences: Sequence[Occurrence]) -> int:
     total = 0
     now = utcnow()
@@ -572,6 +579,9 @@ def _close(session: Session, occurrences: Sequence[Occurrence]) -> int:
             )
             if occ.status == OccurrenceStatus.missed:
                 occ.detail = "never dispatched before its deadline"
+            elif _held_detail(occ.detail) is not None:
+                # held at dispatch and the link never came back in its start window
+                occ.detail += "; the link was not back before its latest start: not re-sent"
         occ.finalized_at = now
         broadcasts[occ.broadcast_id] = occ.broadcast
         log.info("occurrence %s closed; %d deliveries without report", occ.id, n)

@@ -552,6 +552,7 @@ def test_open_airings_are_sent_again_to_who_still_needs_them_and_withdrawn_ones_
             s.get(Occurrence, waiting).detail = f"{dispatch.HELD_PREFIX} at {now.isoformat()}: link down"
             s.get(Occurrence, withdrawn).status = OccurrenceStatus.cancelled
             s.get(Occurrence, closed).expires_at = now - timedelta(seconds=1)  # its start window is over
+            s.get(Occurrence, closed).detail = f"{dispatch.HELD_PREFIX} at {now.isoformat()}: link down"
         everyone = [d for ids in speakers.values() for d in ids]
         link.sent.clear()
 
@@ -574,5 +575,9 @@ def test_open_airings_are_sent_again_to_who_still_needs_them_and_withdrawn_ones_
         )
     finally:
         link.close()
+    for occ in (waiting, closed):
+        dispatch.close(session_factory=session_factory, occurrence_id=occ)
     with session_factory() as s:
         assert s.get(Occurrence, waiting).detail.startswith(f"{dispatch.HELD_PREFIX}; re-sent at ")
+        assert s.get(Occurrence, waiting).status == OccurrenceStatus.done
+        assert s.get(Occurrence, closed).detail.endswith("not back before its latest start: not re-sent")
