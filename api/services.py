@@ -23,7 +23,7 @@ from core.settings import Settings
 from devices import keys as device_keys
 from devices.commands import CommandSender
 from devices.fleet import AlarmRules
-from devices.ingest import ReportIngestor
+from devices.ingest import OnlineWatcher, ReportIngestor
 from devices.monitor import FleetMonitor
 from devices.transport import MqttLink, claim_client_id
 from scheduler import dispatch
@@ -48,6 +48,7 @@ class Services:
     link: MqttLink | None = None
     sender: CommandSender | None = None
     ingestor: ReportIngestor | None = None
+    watcher: OnlineWatcher | None = None
     runner: SchedulerRunner | None = None
     simulator: subprocess.Popen | None = None
     monitor: FleetMonitor | None = None
@@ -99,6 +100,9 @@ class Services:
                 on_online=self._resend_to,
             )
             self.ingestor.start()  # subscribed before connecting: the queued reports find their handler
+        else:  # `cunxiang ingest` workers record the flags; this process still re-sends on connect
+            self.watcher = OnlineWatcher(link=self.link, on_online=self._resend_to)
+            self.watcher.start()
         self.link.reconnect_listeners.append(self._on_link_back)
         await asyncio.to_thread(self.link.connect)
         log.info("MQTT client id %s (persistent session)", client_id)
@@ -177,6 +181,8 @@ class Services:
             self.runner.shutdown()
         if self.ingestor is not None:
             self.ingestor.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.link is not None:
             self.link.close()
         if self.client_id_lock is not None:

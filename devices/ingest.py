@@ -268,3 +268,63 @@ class _Parsed:
         if self.online:
             return f"online flag of {next(iter(self.online))}"
         return f"status of {next(iter(self.statuses), '?')}"
+
+
+# How long the online watcher gathers speakers that came online before handing them over (a burst
+# of reconnects after a broker restart becomes a few batches, not one query per speaker).
+ONLINE_BATCH_S = 0.2
+
+
+class OnlineWatcher:
+    """A server that does not ingest (separate `cunxiang ingest` workers do) still learns when a
+    speaker connects: it subscribes to the online flags only, and calls `on_online(device_ids)`
+    on a thread of its own with the speakers whose flag said 1 (docs/protocol.md §1)."""
+
+    def __init__(self, *, link: Link, on_online: Callable[[list[str]], None]) -> None:
+        self._link = link
+        self.on_online = on_online
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Subscribe (before the link connects, so queued flags find the handler) and start the thread."""
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="online-watcher", daemon=True)
+        self._thread.start()
+        self._link.subscribe(protocol.device_topic("+", "online"), self._on_message, qos=protocol.QOS_REPORT)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if payload != protocol.ONLINE:
+            return
+        try:
+            device_id, _leaf = protocol.device_id_from_topic(topic)
+        except protocol.ProtocolError:
+            return
+        with self._lock:
+            self._pending.add(device_id)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait()
+            if self._stopping:
+                break
+            time.sleep(ONLINE_BATCH_S)
+            self._wake.clear()
+            with self._lock:
+                came, self._pending = sorted(self._pending), set()
+            if came:
+                try:
+                    self.on_online(came)
+                except Exception:  # a resend that fails must not end the watcher
+                    log.exception("re-sending to %d speakers that came online failed", len(came))
