@@ -229,7 +229,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from core.db import make_engine, make_session_factory
     from devices.ingest import ReportIngestor
-    from devices.transport import LinkError, MqttLink
+    from devices.transport import LinkError, MqttLink, claim_client_id
 
     settings = _settings(args)
     broker = args.broker or settings.mqtt.url
@@ -244,17 +244,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     # Workers do not migrate: `cunxiang serve` (or `cunxiang db upgrade`) owns the schema.
     factory = make_session_factory(make_engine(settings.database_url))
     d = settings.devices
+    # A fixed client id per worker (its own slot in the data dir) with a persistent session: the
+    # broker queues this worker's share of the reports while it is away.
+    if args.client_id:
+        client_id, slot = args.client_id, None
+    else:
+        try:
+            client_id, slot = claim_client_id(f"{settings.mqtt.client_id}-ingest", settings.data_dir)
+        except LinkError as exc:
+            print(f"cannot ingest: {exc}", file=sys.stderr)
+            return 2
     link = MqttLink(
-        broker, client_id=f"{settings.mqtt.client_id}-ingest-{os.getpid()}",
+        broker, client_id=client_id, persistent=True,
         ca_file=d.tls_ca_file, cert_file=d.tls_cert_file, key_file=d.tls_key_file,
     )  # fmt: skip
+    ingestor = ReportIngestor(link=link, session_factory=factory, shared_group=group)
+    ingestor.start()  # subscribed before connecting: the queued reports find their handler
     try:
         link.connect()
     except LinkError as exc:
+        ingestor.stop()
         print(f"cannot ingest: {exc}", file=sys.stderr)
         return 2
-    ingestor = ReportIngestor(link=link, session_factory=factory, shared_group=group)
-    ingestor.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -265,6 +276,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ingestor.flush(timeout=10)
     ingestor.stop()
     link.close()
+    if slot is not None:
+        slot.close()
     # The last line is the counts as JSON, for scripts (bench/ingest_workers.py reads it).
     print(json.dumps(dict(ingestor.counts), sort_keys=True), flush=True)
     return 0
@@ -608,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default CUNXIANG_DEVICES_INGEST_SHARED_GROUP)",
     )
     p.add_argument("--stats-interval", type=float, default=60.0, help="log the counts this often (0: never)")
+    p.add_argument(
+        "--client-id",
+        help="this worker's fixed MQTT client id (default: CUNXIANG_MQTT_CLIENT_ID-ingest-NODE-SLOT, "
+        "a free slot in the data dir); each worker needs its own",
+    )
     data_dir(p)
     p.set_defaults(func=cmd_ingest)
 

@@ -8,7 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Engine, text
@@ -22,9 +25,10 @@ from devices import credentials
 from devices import keys as device_keys
 from devices.commands import CommandSender
 from devices.fleet import AlarmRules
-from devices.ingest import ReportIngestor
+from devices.ingest import OnlineWatcher, ReportIngestor
 from devices.monitor import FleetMonitor
-from devices.transport import MqttLink
+from devices.transport import MqttLink, claim_client_id
+from scheduler import dispatch
 from scheduler.jobs import JobContext
 from scheduler.runner import SchedulerRunner
 
@@ -49,9 +53,12 @@ class Services:
     link: MqttLink | None = None
     sender: CommandSender | None = None
     ingestor: ReportIngestor | None = None
+    watcher: OnlineWatcher | None = None
     runner: SchedulerRunner | None = None
     simulator: subprocess.Popen | None = None
     monitor: FleetMonitor | None = None
+    # Holds this process's MQTT client-id slot (transport.claim_client_id) while it runs.
+    client_id_lock: IO[bytes] | None = None
 
     async def start(self) -> None:
         """Database, broker, link, ingestor, scheduler, and (on request) simulated speakers."""
@@ -74,22 +81,32 @@ class Services:
             )
         else:
             self.broker_url = await self._start_broker()
+        # A fixed client id and a persistent session: the broker queues the speakers' reports while
+        # this process is away (killed, restarting) and hands them over when it is back.
+        client_id, self.client_id_lock = claim_client_id(settings.mqtt.client_id, settings.data_dir)
         self.link = MqttLink(
             self.broker_url,
-            client_id=f"{settings.mqtt.client_id}-{os.getpid()}",
+            client_id=client_id,
+            persistent=True,
             ca_file=settings.devices.tls_ca_file,
             cert_file=settings.devices.tls_cert_file,
             key_file=settings.devices.tls_key_file,
         )
-        await asyncio.to_thread(self.link.connect)
         self.sender = CommandSender(link=self.link, signer=signer)
         if settings.devices.ingest_in_server:
             self.ingestor = ReportIngestor(
                 link=self.link,
                 session_factory=self.session_factory,
                 shared_group=settings.devices.ingest_shared_group,
+                on_online=self._resend_to,
             )
-            self.ingestor.start()
+            self.ingestor.start()  # subscribed before connecting: the queued reports find their handler
+        else:  # `cunxiang ingest` workers record the flags; this process still re-sends on connect
+            self.watcher = OnlineWatcher(link=self.link, on_online=self._resend_to)
+            self.watcher.start()
+        self.link.reconnect_listeners.append(self._on_link_back)
+        await asyncio.to_thread(self.link.connect)
+        log.info("MQTT client id %s (persistent session)", client_id)
         self.runner = SchedulerRunner(
             engine=self.engine,
             context=JobContext(settings=settings, session_factory=self.session_factory, sender=self.sender),
@@ -104,6 +121,11 @@ class Services:
             sync_interval_s=d.sync_interval_s,
         )
         self.monitor.start()
+        # Reports the broker did not keep for us (the embedded broker keeps nothing across a
+        # restart): every speaker sends again what it reported since the earliest open airing.
+        since = await asyncio.to_thread(dispatch.reports_since, session_factory=self.session_factory)
+        if since is not None:
+            await asyncio.to_thread(self.monitor.request_reports, since)
         if self.simulate_per_village > 0:
             self._start_simulator()
 
@@ -120,6 +142,27 @@ class Services:
         self.broker = await start_embedded_broker(m.host, m.port, accounts=accounts)
         log.info("embedded MQTT broker on %s (accounts required)", self.broker.url)
         return self.broker.url_for(SERVER_USERNAME, password)
+
+    def _resend_to(self, device_ids: list[str]) -> None:
+        """Speakers that came online get the play commands still due for them (ingest worker thread)."""
+        dispatch.resend_open(
+            session_factory=self.session_factory, sender=self.sender, settings=self.settings,
+            device_ids=device_ids,
+        )  # fmt: skip
+
+    def _on_link_back(self, _down_since: datetime) -> None:
+        """The link is back after an outage: open airings' commands go out again (paho's thread:
+        the work runs on a thread of its own)."""
+
+        def resend() -> None:
+            try:
+                dispatch.resend_open(
+                    session_factory=self.session_factory, sender=self.sender, settings=self.settings
+                )
+            except Exception:
+                log.exception("re-sending open airings after the link came back failed")
+
+        threading.Thread(target=resend, name="resend-open", daemon=True).start()
 
     def _start_simulator(self) -> None:
         cmd = [
@@ -154,8 +197,12 @@ class Services:
             self.runner.shutdown()
         if self.ingestor is not None:
             self.ingestor.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.link is not None:
             self.link.close()
+        if self.client_id_lock is not None:
+            self.client_id_lock.close()
         if self.broker is not None:
             await self.broker.stop()
         if self.engine is not None:

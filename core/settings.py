@@ -42,7 +42,12 @@ class MqttSettings(_Section):
     )
     host: str = Field(default="127.0.0.1", description="Address the embedded broker binds.")
     port: int = Field(default=1883, ge=1, le=65535, description="Port of the embedded broker.")
-    client_id: str = Field(default="cunxiang-server", description="Client id prefix of the server.")
+    client_id: str = Field(
+        default="cunxiang-server",
+        description="Client id prefix of the server: its id is PREFIX-NODE-SLOT (NODE kept in the data "
+        "dir, SLOT the first free one), the same at every restart, so the broker keeps its session and "
+        "queues speaker reports while it is away; `cunxiang ingest` workers use PREFIX-ingest-NODE-SLOT.",
+    )
     open_broker: bool = Field(
         default=False,
         description="Demo only: the embedded broker accepts anyone, without accounts or topic ACL (anyone "

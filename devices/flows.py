@@ -20,7 +20,7 @@ from devices import service as device_service
 from devices.commands import CommandSender
 from devices.models import Device, DeviceCommand
 from devices.schemas import DeviceCommandCreate, DeviceCreate
-from devices.transport import LinkError
+from devices.transport import LinkError, LinkHeld
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def send_command(
     """Send set_volume, test_tone, stop or sync to one speaker or every speaker under an area.
 
     Recorded and committed before it leaves; a broker that refuses it leaves the row's `error`
-    set and raises CommandNotSent.
+    set and raises CommandNotSent. While the link is down the command is held and goes out when
+    it is back (speakers refuse it after its `expires_at`): the row stays unsent, its `error` says
+    so, and it is returned; the speakers' results tell what became of it.
     """
     access.require_role(user, Role.operator)
     if device_id is not None:
@@ -67,6 +69,11 @@ def send_command(
         )
     try:
         fleet.publish_command(sender=sender, command=command, topic=topic)
+    except LinkHeld as exc:
+        with transaction(session):
+            row.error = f"held while the broker is away; sent when the link is back: {exc}"
+        log.warning("command %s to %s held: %s", command_in.type, topic, exc)
+        return row
     except LinkError as exc:
         with transaction(session):
             row.error = str(exc)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,8 +51,18 @@ class ReportIngestor:
     each message to one ingestor of the group, so N processes split the load (docs/scaling.md).
     """
 
-    def __init__(self, *, link: Link, session_factory: sessionmaker[Session], shared_group: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        link: Link,
+        session_factory: sessionmaker[Session],
+        shared_group: str = "",
+        on_online: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self._link = link
+        # Called on the worker thread, after the commit, with the speakers whose `online` 1 a batch
+        # recorded (docs/protocol.md: the server re-sends what is still due when a speaker connects).
+        self.on_online = on_online
         self._session_factory = session_factory
         self.shared_group = shared_group
         # Appended by paho's thread only, taken by the worker only: deque's append and popleft
@@ -218,6 +229,12 @@ class ReportIngestor:
             result = report_writer.apply_reports(session=session, reports=parsed.reports)
             unknown_online = device_service.set_online_many(session=session, flags=parsed.online)
             status_applied, status_unknown = fleet.apply_statuses(session=session, statuses=parsed.statuses)
+        came_online = [device_id for device_id, (up, _at) in parsed.online.items() if up]
+        if came_online and self.on_online is not None:
+            try:
+                self.on_online(came_online)
+            except Exception:  # a resend that fails must not cost the reports
+                log.exception("re-sending to %d speakers that came online failed", len(came_online))
         # counted only once the transaction committed
         self.counts["unknown_device"] += unknown_online + status_unknown + result.unknown_device
         self.counts["status"] += status_applied
@@ -266,3 +283,63 @@ class _Parsed:
         if self.online:
             return f"online flag of {next(iter(self.online))}"
         return f"status of {next(iter(self.statuses), '?')}"
+
+
+# How long the online watcher gathers speakers that came online before handing them over (a burst
+# of reconnects after a broker restart becomes a few batches, not one query per speaker).
+ONLINE_BATCH_S = 0.2
+
+
+class OnlineWatcher:
+    """A server that does not ingest (separate `cunxiang ingest` workers do) still learns when a
+    speaker connects: it subscribes to the online flags only, and calls `on_online(device_ids)`
+    on a thread of its own with the speakers whose flag said 1 (docs/protocol.md §1)."""
+
+    def __init__(self, *, link: Link, on_online: Callable[[list[str]], None]) -> None:
+        self._link = link
+        self.on_online = on_online
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Subscribe (before the link connects, so queued flags find the handler) and start the thread."""
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="online-watcher", daemon=True)
+        self._thread.start()
+        self._link.subscribe(protocol.device_topic("+", "online"), self._on_message, qos=protocol.QOS_REPORT)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if payload != protocol.ONLINE:
+            return
+        try:
+            device_id, _leaf = protocol.device_id_from_topic(topic)
+        except protocol.ProtocolError:
+            return
+        with self._lock:
+            self._pending.add(device_id)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait()
+            if self._stopping:
+                break
+            time.sleep(ONLINE_BATCH_S)
+            self._wake.clear()
+            with self._lock:
+                came, self._pending = sorted(self._pending), set()
+            if came:
+                try:
+                    self.on_online(came)
+                except Exception:  # a resend that fails must not end the watcher
+                    log.exception("re-sending to %d speakers that came online failed", len(came))

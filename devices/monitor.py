@@ -80,6 +80,15 @@ class FleetMonitor:
     def _sync_due(self) -> bool:
         return self.sync_interval_s > 0 and time.monotonic() - self._last_sync >= self.sync_interval_s
 
+    def request_reports(self, since: datetime) -> None:
+        """Ask every speaker to send again its reports made since `since` (a server that was away:
+        what the broker did not keep for it comes back this way)."""
+        if not self._counties:
+            with session_scope(self._session_factory) as session:
+                self._counties = fleet.county_codes(session=session)
+        log.info("asking speakers for their reports since %s", since)
+        self._send_sync(self._counties, reports_since=since)
+
     def _on_reconnect(self, down_since: datetime) -> None:
         # Speakers that came back before us flushed their reports to nobody: ask for them again.
         since = down_since - RESEND_MARGIN

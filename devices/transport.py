@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import secrets
 import socket
 import ssl
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from pathlib import Path
+from typing import IO, Protocol
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -42,6 +45,15 @@ class LinkError(Unavailable):
         super().__init__(message, reason="link")
 
 
+class LinkHeld(LinkError):
+    """The link is down: the message was not refused but held, and goes out after the next connect
+    (paho keeps a QoS 1 message it could not send). Whether it arrives in time is not known: a
+    sender records it as held and sends again once the link is back (`reconnect_listeners`)."""
+
+    def __init__(self, message: str) -> None:
+        Unavailable.__init__(self, message, reason="link_held")
+
+
 class Link(Protocol):
     """What the server needs from a speaker link."""
 
@@ -53,6 +65,40 @@ class Link(Protocol):
     def connected(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+# Processes sharing one data dir and broker (a server and its stand-by, ingest workers) each hold
+# one of this many client-id slots; the next process finds the first free one.
+CLIENT_ID_SLOTS = 64
+
+
+def claim_client_id(prefix: str, data_dir: Path) -> tuple[str, IO[bytes]]:
+    """A client id that is the same every time a process of this kind starts from this data dir,
+    and differs between such processes running at once: `{prefix}-{node}-{slot}`.
+
+    `node` is a random id kept in data_dir (two machines never share one); `slot` is the first of
+    data_dir/mqtt-slots/{prefix}-{n}.lock this process can lock exclusively. The lock ends with the
+    process (kill -9 included), so a restarted server takes its slot again and with it its
+    persistent session at the broker. Keep the returned file open as long as the link lives.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    node_file = data_dir / "mqtt-node-id"
+    if not node_file.exists():
+        tmp = node_file.with_suffix(f".{secrets.token_hex(4)}.tmp")
+        tmp.write_text(secrets.token_hex(4))
+        tmp.replace(node_file)  # two first starts at once: one id wins, both read it below
+    node = node_file.read_text().strip()
+    slots = data_dir / "mqtt-slots"
+    slots.mkdir(exist_ok=True)
+    for slot in range(CLIENT_ID_SLOTS):
+        handle = (slots / f"{prefix}-{slot}.lock").open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return f"{prefix}-{node}-{slot}", handle
+    raise LinkError(f"all {CLIENT_ID_SLOTS} MQTT client id slots of {prefix!r} in {slots} are taken")
 
 
 def parse_broker_url(url: str) -> tuple[str, int, str | None, str | None]:
@@ -165,6 +211,11 @@ class MqttLink:
     """paho-mqtt 2.x client on its own network thread; reconnects and resubscribes by itself.
 
     Handlers run on paho's thread: they must be quick and hand work elsewhere.
+
+    `persistent`: a session the broker keeps while we are away (clean_session false; with a fixed
+    client id and QoS 1 subscriptions the broker queues what arrives meanwhile and hands it over at
+    the next connect). Subscribe before `connect()`, so the handlers are in place when the queued
+    messages arrive.
     """
 
     def __init__(
@@ -172,6 +223,7 @@ class MqttLink:
         url: str,
         *,
         client_id: str,
+        persistent: bool = False,
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
@@ -183,7 +235,7 @@ class MqttLink:
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv311,
-            clean_session=True,
+            clean_session=not persistent,
         )
         if username:
             self._client.username_pw_set(username, password)
@@ -219,8 +271,11 @@ class MqttLink:
             raise LinkError(f"MQTT broker {self._host}:{self._port} did not accept the connection")
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        """Queue a message; raise LinkError when paho refuses it (e.g. not connected)."""
+        """Queue a message; raise LinkHeld when the link is down and paho keeps the message for the
+        next connect (QoS 1/2), LinkError when paho refuses it (QoS 0 while down, queue full)."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0:
+            raise LinkHeld(f"publish to {topic} held until the broker is back: {mqtt.error_string(info.rc)}")
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise LinkError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
 

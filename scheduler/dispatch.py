@@ -23,16 +23,27 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.settings import Settings
 from cunxiang_shared import protocol
+from cunxiang_shared.states import DeliveryState
 from devices import service as device_service
 from devices.commands import CommandSender
 from devices.models import Delivery, Device
-from devices.transport import LinkError
+from devices.transport import LinkError, LinkHeld
 from scheduler import quiet
 from scheduler.models import Broadcast, BroadcastStatus, Occurrence, OccurrenceStatus
 from scheduler.planning import dispatch_ahead, plan_topics, rule_end, rule_of, zone_of
 from tts import store
 
 log = logging.getLogger(__name__)
+
+# The detail of an occurrence dispatched while the link was down (its command held by paho).
+HELD_PREFIX = "link down at dispatch: command held"
+# Device ids per query when re-sending to speakers that came online.
+RESEND_CHUNK = 500
+# At start, speakers are asked again for their reports of airings closed this recently (a
+# deadline that passed while the server was down; late reports still count, report_writer).
+REPORTS_LOOKBACK = timedelta(hours=6)
+# Reports are asked for from this long before the earliest open airing's dispatch (clock slack).
+REPORTS_MARGIN = timedelta(minutes=2)
 
 
 # One dispatch batch at a time in a process: an occurrence stays `scheduled` until its commands
@@ -103,12 +114,18 @@ def _dispatch_batch(
             airings = _prepare_batch(session=session, settings=settings, which=which, outcome=outcome)
         # Deliveries are committed before the first command leaves, so no report can beat them.
         sent: list[_Airing] = []
+        held: dict[int, str] = {}
         failed: dict[int, str] = {}
         sent_at = utcnow()
         try:
             for airing in airings:  # highest priority first
                 try:
                     sender.send(airing.command, airing.topics)
+                except LinkHeld as exc:
+                    # Not refused: paho sends it after reconnecting, and the reconnect listener
+                    # (resend_open) sends it again to every topic while its start window is open.
+                    held[airing.occurrence_id] = f"{HELD_PREFIX} at {sent_at.isoformat()}: {exc}"
+                    sent.append(airing)
                 except LinkError as exc:
                     failed[airing.occurrence_id] = str(exc)
                 else:
@@ -116,7 +133,7 @@ def _dispatch_batch(
         finally:
             if sent or failed:
                 with session_scope(session_factory) as session:
-                    outcome |= _record_batch(session=session, sent=sent, failed=failed, at=sent_at)
+                    outcome |= _record_batch(session=session, sent=sent, held=held, failed=failed, at=sent_at)
         _stop_withdrawn(sender=sender, sent=sent, outcome=outcome)
         for airing in sent:
             if outcome.get(airing.occurrence_id) == OccurrenceStatus.dispatched:
@@ -126,6 +143,8 @@ def _dispatch_batch(
                 )  # fmt: skip
         for occurrence_id, reason in failed.items():
             log.error("occurrence %s could not be sent: %s", occurrence_id, reason)
+        for occurrence_id, reason in held.items():
+            log.warning("occurrence %s dispatched while the link is down: %s", occurrence_id, reason)
         if len(sent) > 1:
             log.info("dispatched %d occurrences in one batch", len(sent))
         return outcome
@@ -273,10 +292,173 @@ def _prepare_batch(
     return airings
 
 
+def _open_airings(session: Session, now: datetime, occurrence_ids: Sequence[int] | None = None):
+    """Dispatched occurrences whose start window is still open, with their broadcasts."""
+    query = (
+        select(Occurrence)
+        .options(selectinload(Occurrence.broadcast))
+        .where(Occurrence.status == OccurrenceStatus.dispatched, Occurrence.expires_at > now)
+        .order_by(Occurrence.start_at, Occurrence.id)
+    )
+    if occurrence_ids is not None:
+        query = query.where(Occurrence.id.in_(occurrence_ids))
+    return session.scalars(query).all()
+
+
+def _play_command(occ: Occurrence, settings: Settings, assets: dict) -> protocol.PlayCommand | None:
+    """The play command of a dispatched occurrence, as dispatch built it (None: its audio is gone)."""
+    asset = assets.get(occ.asset_id)
+    if asset is None:
+        return None
+    b = occ.broadcast
+    return protocol.PlayCommand(
+        occurrence_id=occ.id, broadcast_id=b.id, title=b.title,
+        audio_url=store.media_url(settings.public_url, asset.sha256), sha256=asset.sha256,
+        size_bytes=asset.size_bytes, duration_s=asset.duration_ms / 1000, start_at=occ.start_at,
+        expires_at=occ.expires_at, priority=b.priority.rank, volume=b.volume,
+    )  # fmt: skip
+
+
+def resend_open(
+    *,
+    session_factory: sessionmaker[Session],
+    sender: CommandSender,
+    settings: Settings,
+    device_ids: Sequence[str] | None = None,
+) -> int:
+    """Send again the play commands of dispatched airings whose start window is still open.
+
+    Without `device_ids` (the link is back after an outage): each airing to all of its topics.
+    With them (these speakers just came online): each airing that has a delivery still `pending`
+    for one of them, to that speaker's own command topic. Airings cancelled after their play went
+    out get their `stop` again first (`_withdrawn_stops`), to the same speakers. Speakers keep one
+    airing per occurrence id, so a command they already have is dropped as a duplicate. Returns how
+    many commands went out; an airing whose command was held at dispatch gets a detail saying when
+    it was re-sent.
+    """
+    from tts.models import AudioAsset
+
+    now = utcnow()
+    with session_scope(session_factory) as session:
+        if device_ids is None:
+            airings = _open_airings(session, now)
+            pending: dict[int, list[str]] = {}
+        else:
+            pending = {}
+            for i in range(0, len(device_ids), RESEND_CHUNK):
+                chunk = list(device_ids[i : i + RESEND_CHUNK])
+                rows = session.execute(
+                    select(Delivery.occurrence_id, Delivery.device_id)
+                    .join(Occurrence, Occurrence.id == Delivery.occurrence_id)
+                    .where(
+                        Delivery.device_id.in_(chunk),
+                        Delivery.state == DeliveryState.pending,
+                        Occurrence.status == OccurrenceStatus.dispatched,
+                        Occurrence.expires_at > now,
+                    )
+                ).all()
+                for occurrence_id, device_id in rows:
+                    pending.setdefault(occurrence_id, []).append(device_id)
+            airings = _open_airings(session, now, sorted(pending))
+        assets = {a.id: a for a in session.scalars(
+            select(AudioAsset).where(AudioAsset.id.in_({o.asset_id for o in airings}))
+        )}  # fmt: skip
+        plans: list[tuple[Occurrence, protocol.PlayCommand, list[str]]] = []
+        for occ in airings:
+            command = _play_command(occ, settings, assets)
+            if command is None:
+                continue
+            if device_ids is None:
+                b = occ.broadcast
+                own = list(session.scalars(select(Device).where(Device.id.in_(b.target_devices or []))))
+                area_topics, own_ids = plan_topics(area_codes=b.target_areas or [], devices=own)
+                topics = [protocol.area_command_topic(c) for c in area_topics]
+                topics += [protocol.device_topic(d, "cmd") for d in own_ids]
+            else:
+                topics = [protocol.device_topic(d, "cmd") for d in sorted(pending[occ.id])]
+            plans.append((occ, command, topics))
+        plans.sort(key=lambda p: (-p[1].priority, p[0].start_at, p[0].id))
+        stops = _withdrawn_stops(session, now, device_ids)
+        sent = 0
+        resent: list[int] = []
+        for occurrence_id, topics in stops:
+            try:
+                sender.send(protocol.StopCommand(occurrence_id=occurrence_id), topics)
+            except LinkError as exc:  # down again: the next reconnect tries again
+                log.warning("stop of cancelled occurrence %s not re-sent: %s", occurrence_id, exc)
+                return sent
+            sent += 1
+        for occ, command, topics in plans:
+            try:
+                sender.send(command, topics)
+            except LinkError as exc:  # down again: the next reconnect tries again
+                log.warning("occurrence %s not re-sent: %s", occ.id, exc)
+                break
+            sent += 1
+            if occ.detail and occ.detail.startswith(HELD_PREFIX) and device_ids is None:
+                resent.append(occ.id)
+        for occurrence_id in resent:
+            session.execute(
+                update(Occurrence)
+                .where(Occurrence.id == occurrence_id)
+                .values(detail=f"{HELD_PREFIX}; re-sent at {now.isoformat()} when the link was back")
+                .execution_options(synchronize_session=False)
+            )
+    if sent:
+        who = "every topic" if device_ids is None else f"{len(device_ids)} speakers that came online"
+        log.info("re-sent %d open airings to %s", sent, who)
+    return sent
+
+
+def _withdrawn_stops(
+    session: Session, now: datetime, device_ids: Sequence[str] | None
+) -> list[tuple[int, list[str]]]:
+    """(occurrence id, topics) of a `stop` for every airing cancelled after its play command went
+    out while it could still start: to its speakers' own topics (all of them, or those of
+    `device_ids`). A speaker that missed the stop (offline, or the stop was held) drops the airing;
+    one that never had it remembers the id and skips a late play."""
+    query = (
+        select(Delivery.occurrence_id, Delivery.device_id)
+        .join(Occurrence, Occurrence.id == Delivery.occurrence_id)
+        .where(
+            Occurrence.status == OccurrenceStatus.cancelled,
+            Occurrence.dispatched_at.is_not(None),
+            Occurrence.expires_at > now,
+        )
+    )
+    if device_ids is None:
+        rows = list(session.execute(query).all())
+    else:
+        rows = []
+        for i in range(0, len(device_ids), RESEND_CHUNK):
+            chunk = list(device_ids[i : i + RESEND_CHUNK])
+            rows += session.execute(query.where(Delivery.device_id.in_(chunk))).all()
+    topics: dict[int, list[str]] = {}
+    for occurrence_id, device_id in rows:
+        topics.setdefault(occurrence_id, []).append(protocol.device_topic(device_id, "cmd"))
+    return sorted(topics.items())
+
+
+def reports_since(*, session_factory: sessionmaker[Session]) -> datetime | None:
+    """From when speakers should resend their reports after this server was away: shortly before
+    the earliest dispatch of an airing still open or closed within REPORTS_LOOKBACK (None: none)."""
+    now = utcnow()
+    with session_factory() as session:
+        earliest = session.scalar(
+            select(func.min(Occurrence.dispatched_at)).where(
+                Occurrence.dispatched_at.is_not(None),
+                (Occurrence.status == OccurrenceStatus.dispatched)
+                | (Occurrence.deadline_at >= now - REPORTS_LOOKBACK),
+            )
+        )
+    return earliest - REPORTS_MARGIN if earliest is not None else None
+
+
 def _record_batch(
-    *, session: Session, sent: Sequence[_Airing], failed: dict[int, str], at: datetime
+    *, session: Session, sent: Sequence[_Airing], held: dict[int, str], failed: dict[int, str], at: datetime
 ) -> dict[int, str]:
-    """scheduled -> dispatched for what went out, -> failed for what the link refused."""
+    """scheduled -> dispatched for what went out (with a detail for what the link held),
+    -> failed for what the link refused."""
     outcome: dict[int, str] = {}
     ids = [a.occurrence_id for a in sent]
     if ids:
@@ -288,6 +470,13 @@ def _record_batch(
             .execution_options(synchronize_session=False)
         ).all()
         outcome |= dict.fromkeys(recorded, OccurrenceStatus.dispatched)
+        for occurrence_id, detail in held.items():
+            session.execute(
+                update(Occurrence)
+                .where(Occurrence.id == occurrence_id, Occurrence.status == OccurrenceStatus.dispatched)
+                .values(detail=detail)
+                .execution_options(synchronize_session=False)
+            )
         others = [i for i in ids if i not in outcome]
         if others:  # changed while being sent (cancelled): what are they now
             outcome |= dict(
@@ -317,6 +506,11 @@ def _stop_withdrawn(*, sender: CommandSender, sent: Sequence[_Airing], outcome: 
             continue
         try:
             sender.send(protocol.StopCommand(occurrence_id=airing.occurrence_id), airing.topics)
+        except LinkHeld as exc:
+            # Goes out after reconnecting, as its play does; the speakers stop it then.
+            log.warning(
+                "occurrence %s was cancelled while sent; its stop is held: %s", airing.occurrence_id, exc
+            )
         except LinkError as exc:
             log.error(
                 "occurrence %s was cancelled while sent; its stop failed: %s", airing.occurrence_id, exc
@@ -365,6 +559,13 @@ def close(*, session_factory: sessionmaker[Session], occurrence_id: int) -> int:
         return _close(session, [occ]) if occ is not None else 0
 
 
+def _held_detail(detail: str | None) -> str | None:
+    """The detail itself if it says the command was held at dispatch and not re-sent since."""
+    if detail and detail.startswith(HELD_PREFIX) and "re-sent" not in detail:
+        return detail
+    return None
+
+
 def _close(session: Session, occurrences: Sequence[Occurrence]) -> int:
     total = 0
     now = utcnow()
@@ -379,6 +580,9 @@ def _close(session: Session, occurrences: Sequence[Occurrence]) -> int:
             )
             if occ.status == OccurrenceStatus.missed:
                 occ.detail = "never dispatched before its deadline"
+            elif _held_detail(occ.detail) is not None:
+                # held at dispatch and the link never came back in its start window
+                occ.detail += "; the link was not back before its latest start: not re-sent"
         occ.finalized_at = now
         broadcasts[occ.broadcast_id] = occ.broadcast
         log.info("occurrence %s closed; %d deliveries without report", occ.id, n)

@@ -23,7 +23,7 @@ from core.models import Region, Role, User
 from core.settings import Settings
 from cunxiang_shared import protocol
 from devices.commands import CommandSender
-from devices.transport import LinkError
+from devices.transport import LinkError, LinkHeld
 from scheduler import audit, lifecycle, quiet
 from scheduler.access import AUTHOR_ROLES, visible_broadcast
 from scheduler.lifecycle import StopPlan
@@ -138,6 +138,9 @@ def cancel_broadcast(
     planner.unschedule(plan.cancelled)
     try:
         send_stops(sender=sender, plan=plan)
+    except LinkHeld as exc:  # the broker is away: the stop goes out when the link is back (and to
+        # each speaker that connects: dispatch.resend_open), so the cancel stands as done
+        log.warning("cancel of broadcast %s: stop held until the broker is back: %s", broadcast_id, exc)
     except LinkError as exc:
         log.error("cancel of broadcast %s: stop not sent: %s", broadcast_id, exc)
         raise StopNotSent(f"cancelled, but the stop could not be sent to speakers: {exc}") from None
@@ -164,6 +167,9 @@ def stop_area(
         plan = lifecycle.stop_area(session=session, user=user, area_code=area_code, comment=comment)
     try:
         sent = send_stops(sender=sender, plan=plan)
+    except LinkHeld as exc:  # the stop-all of an area is not re-sent later: say it did not go out
+        log.error("stop of area %s held, not sent: %s", area_code, exc)
+        raise StopNotSent(f"the broker is away; the stop could not be sent now: {exc}") from None
     except LinkError as exc:
         log.error("stop of area %s not sent: %s", area_code, exc)
         raise StopNotSent(f"the stop could not be sent: {exc}") from None

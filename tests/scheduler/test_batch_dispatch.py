@@ -507,3 +507,77 @@ def _run_and_kill(args: list[str], *, until: Callable[[], object], log: Path) ->
             child.wait(10)
             child.stdout.close()
     assert child.returncode == -signal.SIGKILL
+
+
+class RecordingLink(OrderLink):
+    """The real MQTT link, noting (type, occurrence id, topic) of every command handed to it."""
+
+    def __init__(self, broker_url: str) -> None:
+        super().__init__(broker_url)
+        self.sent: list[tuple[str, int | None, str]] = []
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        command = json.loads(payload)
+        self.sent.append((command["type"], command.get("occurrence_id"), topic))
+        super().publish(topic, payload, qos=qos, retain=retain)
+
+
+def test_open_airings_are_sent_again_to_who_still_needs_them_and_withdrawn_ones_are_stopped(
+    session_factory, broker_url, world
+):
+    now = utcnow()
+    v = world.villages
+    soon = now + timedelta(seconds=30)
+    waiting, withdrawn, closed = _airings(
+        session_factory, world, [(v[0], Priority.village, soon), (v[1], Priority.village, soon),
+                                 (v[2], Priority.village, soon)],
+    )  # fmt: skip
+    link = RecordingLink(broker_url)
+    sender = CommandSender(link=link, signer=world.signer)
+    try:
+        dispatch.dispatch_due(
+            session_factory=session_factory, sender=sender, settings=world.settings, at=soon
+        )
+        with session_scope(session_factory) as s:
+            speakers = {
+                occ: sorted(s.scalars(select(Delivery.device_id).where(Delivery.occurrence_id == occ)))
+                for occ in (waiting, withdrawn, closed)
+            }
+            played = s.scalars(
+                select(Delivery).where(
+                    Delivery.occurrence_id == waiting, Delivery.device_id == speakers[waiting][0]
+                )
+            ).one()
+            played.state = "played"
+            s.get(Occurrence, waiting).detail = f"{dispatch.HELD_PREFIX} at {now.isoformat()}: link down"
+            s.get(Occurrence, withdrawn).status = OccurrenceStatus.cancelled
+            s.get(Occurrence, closed).expires_at = now - timedelta(seconds=1)  # its start window is over
+            s.get(Occurrence, closed).detail = f"{dispatch.HELD_PREFIX} at {now.isoformat()}: link down"
+        everyone = [d for ids in speakers.values() for d in ids]
+        link.sent.clear()
+
+        # These speakers came online: each gets what is still due for it, on its own topic.
+        dispatch.resend_open(
+            session_factory=session_factory, sender=sender, settings=world.settings, device_ids=everyone
+        )
+        own = lambda d: f"cx/v1/dev/{d}/cmd"  # noqa: E731
+        assert sorted(link.sent) == sorted(
+            [("play", waiting, own(speakers[waiting][1]))]  # not the one that played
+            + [("stop", withdrawn, own(d)) for d in speakers[withdrawn]]
+        )
+        link.sent.clear()
+
+        # The link is back after an outage: every open airing to all of its topics.
+        dispatch.resend_open(session_factory=session_factory, sender=sender, settings=world.settings)
+        assert sorted(link.sent) == sorted(
+            [("play", waiting, f"cx/v1/area/{v[0]}/cmd")]
+            + [("stop", withdrawn, own(d)) for d in speakers[withdrawn]]
+        )
+    finally:
+        link.close()
+    for occ in (waiting, closed):
+        dispatch.close(session_factory=session_factory, occurrence_id=occ)
+    with session_factory() as s:
+        assert s.get(Occurrence, waiting).detail.startswith(f"{dispatch.HELD_PREFIX}; re-sent at ")
+        assert s.get(Occurrence, waiting).status == OccurrenceStatus.done
+        assert s.get(Occurrence, closed).detail.endswith("not back before its latest start: not re-sent")
