@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, status
 
 from api.deps import CurrentUser, PlannerDep, SenderDep, SessionDep, SettingsDep
-from api.routes.common import Limit, Offset, Page
+from api.routes.common import AUTHED, BAD_BODY, CONFLICT, UNAVAILABLE, Id, Limit, Offset, Page
 from devices import service as device_service
 from devices.schemas import DeliveryRead
 from reports import reach
@@ -21,12 +21,12 @@ from scheduler.lifecycle import AUDIT_TYPE
 from scheduler.models import BroadcastStatus
 from scheduler.schemas import AuditRead, BroadcastCreate, BroadcastRead, OccurrenceRead, Review
 
-router = APIRouter(prefix="/api/v1/broadcasts", tags=["broadcasts"])
+router = APIRouter(prefix="/api/v1/broadcasts", tags=["broadcasts"], responses=AUTHED)
 
 OptionalReview = Annotated[Review | None, Body()]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses={**BAD_BODY, **CONFLICT, **UNAVAILABLE})
 def create_broadcast(
     body: BroadcastCreate, session: SessionDep, settings: SettingsDep, planner: PlannerDep, user: CurrentUser
 ) -> BroadcastRead:
@@ -56,15 +56,15 @@ def list_broadcasts(
 
 
 @router.get("/{broadcast_id}")
-def get_broadcast(broadcast_id: int, session: SessionDep, user: CurrentUser) -> BroadcastRead:
+def get_broadcast(broadcast_id: Id, session: SessionDep, user: CurrentUser) -> BroadcastRead:
     """One broadcast with its nearest occurrences, next airings and current conflicts."""
     broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
     return view.broadcast_view(session=session, broadcast=broadcast, with_conflicts=True)
 
 
-@router.post("/{broadcast_id}/submit")
+@router.post("/{broadcast_id}/submit", responses={**BAD_BODY, **CONFLICT, **UNAVAILABLE})
 def submit(
-    broadcast_id: int,
+    broadcast_id: Id,
     session: SessionDep,
     settings: SettingsDep,
     planner: PlannerDep,
@@ -79,9 +79,9 @@ def submit(
     return view.broadcast_view(session=session, broadcast=broadcast, with_conflicts=True)
 
 
-@router.post("/{broadcast_id}/approve")
+@router.post("/{broadcast_id}/approve", responses={**BAD_BODY, **CONFLICT, **UNAVAILABLE})
 def approve(
-    broadcast_id: int,
+    broadcast_id: Id,
     session: SessionDep,
     settings: SettingsDep,
     planner: PlannerDep,
@@ -96,8 +96,8 @@ def approve(
     return view.broadcast_view(session=session, broadcast=broadcast, with_conflicts=True)
 
 
-@router.post("/{broadcast_id}/reject")
-def reject(broadcast_id: int, body: Review, session: SessionDep, user: CurrentUser) -> BroadcastRead:
+@router.post("/{broadcast_id}/reject", responses={**BAD_BODY, **CONFLICT})
+def reject(broadcast_id: Id, body: Review, session: SessionDep, user: CurrentUser) -> BroadcastRead:
     """Submitted -> rejected; `comment` (the reason) is required."""
     broadcast = flows.reject_broadcast(
         session=session, user=user, broadcast_id=broadcast_id, comment=body.comment
@@ -105,9 +105,9 @@ def reject(broadcast_id: int, body: Review, session: SessionDep, user: CurrentUs
     return view.broadcast_view(session=session, broadcast=broadcast)
 
 
-@router.post("/{broadcast_id}/cancel")
+@router.post("/{broadcast_id}/cancel", responses={**BAD_BODY, **CONFLICT, **UNAVAILABLE})
 def cancel(
-    broadcast_id: int,
+    broadcast_id: Id,
     session: SessionDep,
     planner: PlannerDep,
     sender: SenderDep,
@@ -124,7 +124,7 @@ def cancel(
 
 @router.get("/{broadcast_id}/occurrences")
 def list_occurrences(
-    broadcast_id: int, session: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0
+    broadcast_id: Id, session: SessionDep, user: CurrentUser, limit: Limit = 100, offset: Offset = 0
 ) -> Page[OccurrenceRead]:
     """Planned occurrences (the rolling horizon), oldest first; later airings are in `next_airings`."""
     broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
@@ -133,7 +133,7 @@ def list_occurrences(
 
 
 @router.get("/{broadcast_id}/history")
-def history(broadcast_id: int, session: SessionDep, user: CurrentUser) -> list[AuditRead]:
+def history(broadcast_id: Id, session: SessionDep, user: CurrentUser) -> list[AuditRead]:
     """The audit log of this broadcast: who created, submitted, approved, rejected, cancelled."""
     broadcast = visible_broadcast(session=session, user=user, broadcast_id=broadcast_id)
     entries = audit.history(session=session, object_type=AUDIT_TYPE, object_id=broadcast.id)
@@ -142,7 +142,7 @@ def history(broadcast_id: int, session: SessionDep, user: CurrentUser) -> list[A
 
 @router.get("/{broadcast_id}/reach")
 def get_reach(
-    broadcast_id: int,
+    broadcast_id: Id,
     session: SessionDep,
     user: CurrentUser,
     level: Annotated[
@@ -157,7 +157,7 @@ def get_reach(
 
 @router.get("/{broadcast_id}/deliveries")
 def list_deliveries(
-    broadcast_id: int,
+    broadcast_id: Id,
     session: SessionDep,
     user: CurrentUser,
     state: Annotated[str | None, Query(description="Only deliveries in this state.")] = None,

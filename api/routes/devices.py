@@ -6,14 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from api.deps import CurrentUser, SessionDep, area_in_scope, device_in_scope
-from api.routes.common import Limit, Offset, Page
+from api.deps import CurrentUser, SessionDep, device_in_scope
+from api.routes.common import AUTHED, BAD_BODY, Limit, Offset, Page, area_param
 from devices import flows as device_flows
 from devices import service as device_service
 from devices.schemas import DeviceCreate, DeviceRead
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
-
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=AUTHED)
 
 
 @router.get("")
@@ -32,12 +31,12 @@ def list_devices(
 ) -> Page[DeviceRead]:
     """Speakers under an area (403 outside yours), filtered by online state."""
     items, total = device_service.list_devices(
-        session=session, area_code=area_in_scope(user, area), online=online, limit=limit, offset=offset
+        session=session, area_code=area_param(session, user, area), online=online, limit=limit, offset=offset
     )
     return Page(items=[DeviceRead.model_validate(d) for d in items], total=total)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BAD_BODY)
 def register_device(body: DeviceCreate, session: SessionDep, user: CurrentUser) -> DeviceRead:
     """Add (or update) a speaker. Both its new area and, for a known speaker, its current one must
     lie in your area: an operator neither places nor takes away another area's speakers."""

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import CurrentUser, SenderDep, SessionDep, area_in_scope, device_in_scope
-from api.routes.common import Limit, Offset, Page
+from api.routes.common import AUTHED, BAD_BODY, UNAVAILABLE, Id, Limit, Offset, Page, area_param
 from core.errors import NotFound
 from devices import fleet
 from devices import flows as device_flows
@@ -26,7 +26,7 @@ from devices.schemas import (
     StatusRead,
 )
 
-router = APIRouter(prefix="/api/v1/devices", tags=["fleet"])
+router = APIRouter(prefix="/api/v1/devices", tags=["fleet"], responses=AUTHED)
 
 AreaQuery = Annotated[str | None, Query(pattern=r"^\d{12}$", description="Area code; absent = your area.")]
 
@@ -34,7 +34,7 @@ AreaQuery = Annotated[str | None, Query(pattern=r"^\d{12}$", description="Area c
 @router.get("/health")
 def fleet_health(session: SessionDep, user: CurrentUser, area: AreaQuery = None) -> FleetHealth:
     """Online rate and counts for an area and for each township (of a county) or village (of a township)."""
-    total, children = fleet.health(session=session, area_code=area_in_scope(user, area))
+    total, children = fleet.health(session=session, area_code=area_param(session, user, area))
     return FleetHealth(
         area=AreaHealthRead.model_validate(total),
         children=[AreaHealthRead.model_validate(c) for c in children],
@@ -52,7 +52,7 @@ def list_alarms(
 ) -> Page[AlarmRead]:
     """Alarms (offline, failures, clock_drift, rejected_commands), newest first."""
     items, total = fleet.list_alarms(
-        session=session, area_code=area_in_scope(user, area), active=active, limit=limit, offset=offset
+        session=session, area_code=area_param(session, user, area), active=active, limit=limit, offset=offset
     )
     out = []
     for alarm in items:
@@ -76,7 +76,7 @@ def _outcome(session, command_id: int) -> DeviceCommandRead:
     )  # fmt: skip
 
 
-@router.post("/commands", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/commands", status_code=status.HTTP_202_ACCEPTED, responses={**BAD_BODY, **UNAVAILABLE})
 def send_area_command(
     body: AreaCommandCreate, session: SessionDep, sender: SenderDep, user: CurrentUser
 ) -> DeviceCommandRead:
@@ -88,7 +88,7 @@ def send_area_command(
 
 
 @router.get("/commands/{command_id}")
-def get_command(command_id: int, session: SessionDep, user: CurrentUser) -> DeviceCommandRead:
+def get_command(command_id: Id, session: SessionDep, user: CurrentUser) -> DeviceCommandRead:
     """A command and its outcome: which speakers answered, succeeded or failed."""
     out = _outcome(session, command_id)
     area = out.target if out.scope == "area" else device_in_scope(session, user, out.target).area_code
@@ -96,7 +96,9 @@ def get_command(command_id: int, session: SessionDep, user: CurrentUser) -> Devi
     return out
 
 
-@router.post("/{device_id}/commands", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{device_id}/commands", status_code=status.HTTP_202_ACCEPTED, responses={**BAD_BODY, **UNAVAILABLE}
+)
 def send_device_command(
     device_id: str, body: DeviceCommandCreate, session: SessionDep, sender: SenderDep, user: CurrentUser
 ) -> DeviceCommandRead:

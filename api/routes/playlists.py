@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Response, UploadFile, status
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_roles
-from api.routes.common import Limit, Offset, Page
+from api.routes.common import AUTHED, BAD_BODY, CONFLICT, TOO_LARGE, UNAVAILABLE, Id, Limit, Offset, Page
 from core.models import Role, User
 from playlists import flows as playlist_flows
 from playlists import service as playlist_service
@@ -16,7 +16,7 @@ from scheduler import audit
 from scheduler.lifecycle import PLAYLIST_BROADCASTS
 from tts import store
 
-router = APIRouter(prefix="/api/v1/playlists", tags=["playlists"])
+router = APIRouter(prefix="/api/v1/playlists", tags=["playlists"], responses=AUTHED)
 
 Author = Annotated[User, Depends(require_roles(Role.staff, Role.approver))]
 
@@ -27,7 +27,7 @@ def _asset_read(settings, asset) -> AssetRead:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BAD_BODY)
 def create_playlist(body: PlaylistCreate, session: SessionDep, user: Author) -> PlaylistRead:
     """A new playlist in your area."""
     playlist = playlist_flows.create(session=session, user=user, playlist_in=body, audit=audit.record)
@@ -44,16 +44,14 @@ def list_playlists(
 
 
 @router.get("/{playlist_id}")
-def get_playlist(playlist_id: int, session: SessionDep, user: CurrentUser) -> PlaylistRead:
+def get_playlist(playlist_id: Id, session: SessionDep, user: CurrentUser) -> PlaylistRead:
     """One playlist with its items in order."""
     playlist = playlist_flows.load(session=session, user=user, playlist_id=playlist_id)
     return PlaylistRead.model_validate(playlist)
 
 
-@router.patch("/{playlist_id}")
-def update_playlist(
-    playlist_id: int, body: PlaylistUpdate, session: SessionDep, user: Author
-) -> PlaylistRead:
+@router.patch("/{playlist_id}", responses=BAD_BODY)
+def update_playlist(playlist_id: Id, body: PlaylistUpdate, session: SessionDep, user: Author) -> PlaylistRead:
     """Change name, items, repeat or gap. Broadcasts already submitted keep the audio they were
     approved with; new submissions use the new version."""
     playlist = playlist_flows.update(
@@ -62,8 +60,8 @@ def update_playlist(
     return PlaylistRead.model_validate(playlist)
 
 
-@router.delete("/{playlist_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_playlist(playlist_id: int, session: SessionDep, user: Author) -> Response:
+@router.delete("/{playlist_id}", status_code=status.HTTP_204_NO_CONTENT, responses=CONFLICT)
+def delete_playlist(playlist_id: Id, session: SessionDep, user: Author) -> Response:
     """Delete a playlist that no open broadcast uses."""
     playlist_flows.delete(
         session=session, user=user, playlist_id=playlist_id, broadcasts=PLAYLIST_BROADCASTS,
@@ -72,14 +70,16 @@ def delete_playlist(playlist_id: int, session: SessionDep, user: Author) -> Resp
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{playlist_id}/preview")
-def preview(playlist_id: int, session: SessionDep, settings: SettingsDep, user: Author) -> AssetRead:
+@router.post("/{playlist_id}/preview", responses=UNAVAILABLE)
+def preview(playlist_id: Id, session: SessionDep, settings: SettingsDep, user: Author) -> AssetRead:
     """Assemble the playlist now and return the file to listen to (cached by content)."""
     asset = playlist_flows.preview(session=session, settings=settings, user=user, playlist_id=playlist_id)
     return _asset_read(settings, asset)
 
 
-@router.post("/audio", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/audio", status_code=status.HTTP_201_CREATED, responses={**BAD_BODY, **TOO_LARGE, **UNAVAILABLE}
+)
 def upload_audio(
     file: Annotated[UploadFile, File(description="A recording ffmpeg can read (mp3, wav, m4a, ...).")],
     session: SessionDep,

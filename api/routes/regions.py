@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Path, Query
 
 from api.deps import CurrentUser, SessionDep, area_in_scope
-from api.routes.common import Limit, Offset, Page
+from api.routes.common import AUTHED, Limit, Offset, Page, known_area
 from core import regions
 from core.schemas import RegionRead
 
-router = APIRouter(prefix="/api/v1/regions", tags=["regions"])
+router = APIRouter(prefix="/api/v1/regions", tags=["regions"], responses=AUTHED)
 
 
 @router.get("")
@@ -34,8 +34,8 @@ def list_regions(
     offset: Offset = 0,
 ) -> Page[RegionRead]:
     """Children of an area (or the top-level areas; for a user bound to an area, that area)."""
-    if parent is not None and regions.get_by_code(session=session, code=parent) is None:
-        raise HTTPException(status_code=404, detail=f"unknown area code {parent}")
+    if parent is not None:
+        known_area(session, parent)
     if parent is None and user.area_code is not None:
         own = regions.get_by_code(session=session, code=user.area_code)
         items = [own] if own is not None else []
@@ -48,11 +48,13 @@ def list_regions(
 
 
 @router.get("/{code}")
-def get_region(code: str, session: SessionDep, user: CurrentUser) -> RegionRead:
+def get_region(
+    code: Annotated[str, Path(pattern=r"^\d{12}$", description="12-digit area code.")],
+    session: SessionDep,
+    user: CurrentUser,
+) -> RegionRead:
     """One area by its 12-digit code: yours, one under it, or one above it."""
-    region = regions.get_by_code(session=session, code=code)
-    if region is None:
-        raise HTTPException(status_code=404, detail=f"unknown area code {code}")
+    region = known_area(session, code)
     if user.area_code is not None and code not in regions.chain(user.area_code):
         area_in_scope(user, code)
     return RegionRead.model_validate(region)

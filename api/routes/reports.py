@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
-from api.deps import ServicesDep, SessionDep, SettingsDep, area_in_scope, get_current_user
+from api.deps import ServicesDep, SessionDep, SettingsDep, get_current_user
+from api.routes.common import AUTHED, area_param, known_area
 from api.web import session as web_session
 from core import regions
 from core.models import User
@@ -21,7 +22,7 @@ from reports import flows as report_flows
 from reports import service as report_service
 from reports.schemas import FIRST_DAY, LAST_DAY, PeriodReachRead
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"], responses=AUTHED)
 
 _optional_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -78,10 +79,8 @@ def period_reach(
 ) -> PeriodReachRead:
     """Reach of every airing that started in the period on the area's speakers: targeted, played,
     failed, no report, reach rate, population reached; per area and per day (see docs/reach.md)."""
-    code = area_in_scope(user, area) or _first_county(session)
-    region = regions.get_by_code(session=session, code=code)
-    if region is None:
-        raise HTTPException(status_code=404, detail=f"unknown area code {code}")
+    code = area_param(session, user, area) or _first_county(session)
+    region = known_area(session, code)
     zone = ZoneInfo(settings.scheduler.timezone)
     span = report_service.period_of(kind=period, day=day or datetime.now(zone).date())
     figures = report_flows.period_reach(

@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import AwareDatetime
 
 from api.deps import CurrentUser, SenderDep, SessionDep, SettingsDep
+from api.routes.common import AUTHED, BAD_BODY, UNAVAILABLE, known_area
 from core.clock import utcnow
+from core.errors import InvalidInput
 from scheduler import conflicts, flows, quiet, view
 from scheduler.schemas import AiringRead, ConflictRead, QuietHoursIn, QuietHoursRead, Review, ScheduleRead
 
-router = APIRouter(prefix="/api/v1", tags=["schedule"])
+router = APIRouter(prefix="/api/v1", tags=["schedule"], responses=AUTHED)
 
 AreaCode = Annotated[str, Path(pattern=r"^\d{12}$", description="12-digit area code.")]
 DEFAULT_VIEW = timedelta(days=7)
+YEARS = (1970, 9000)  # times outside are refused: no airing lies there, and 9999 + 7 days overflows
+WHEN_MAX = 40  # characters of a `from`/`to` value; an ISO 8601 time with offset is at most 32
+
+
+def _when(value: str | None, field: str, zone: ZoneInfo, *, end: bool) -> datetime | None:
+    """A `from`/`to` value: an ISO 8601 time with offset, or a plain date meaning the whole day in
+    the county's time zone (`from`: its first instant; `to`: the first instant of the next day)."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            if not YEARS[0] <= day.year <= YEARS[1]:
+                raise InvalidInput(field, f"a year from {YEARS[0]} to {YEARS[1]}")
+            return datetime.combine(day + timedelta(days=1 if end else 0), time(), zone)
+        moment = datetime.fromisoformat(value)
+    except (ValueError, OverflowError):
+        raise InvalidInput(field, "expected YYYY-MM-DD or an ISO 8601 time with offset") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(field, "a time needs its offset (e.g. +08:00); or give a plain date")
+    if not YEARS[0] <= moment.year <= YEARS[1]:
+        raise InvalidInput(field, f"a year from {YEARS[0]} to {YEARS[1]}")
+    return moment
 
 
 @router.get("/schedule")
@@ -24,18 +49,33 @@ def schedule(
     session: SessionDep,
     user: CurrentUser,
     area: Annotated[str, Query(pattern=r"^\d{12}$", description="Area code: what airs on its speakers.")],
+    settings: SettingsDep,
     start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="ISO 8601 with offset; default now.")
+        str | None,
+        Query(
+            alias="from",
+            max_length=WHEN_MAX,
+            description="ISO 8601 time with offset, or a date (YYYY-MM-DD: from the start of that day "
+            "in the county's time zone); default now.",
+        ),
     ] = None,
     end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="Default `from` + 7 days; at most 31 days.")
+        str | None,
+        Query(
+            alias="to",
+            max_length=WHEN_MAX,
+            description="ISO 8601 time with offset, or a date (up to the end of that day); default "
+            "`from` + 7 days; at most 31 days after `from`.",
+        ),
     ] = None,
 ) -> ScheduleRead:
     """Every airing reaching the area's speakers in [from, to) — planned, or projected from rules,
     including broadcasts awaiting approval — and the pairs that overlap on shared speakers."""
+    known_area(session, area)
     flows.area_of(session=session, user=user, area_code=area)
-    begin: datetime = start or utcnow()
-    finish: datetime = end or begin + DEFAULT_VIEW
+    zone = ZoneInfo(settings.scheduler.timezone)
+    begin: datetime = _when(start, "from", zone, end=False) or utcnow()
+    finish: datetime = _when(end, "to", zone, end=True) or begin + DEFAULT_VIEW
     items = view.airings(session=session, area_codes=[area], start=begin, end=finish)
     return ScheduleRead(
         area=area,
@@ -46,7 +86,7 @@ def schedule(
     )
 
 
-@router.post("/areas/{code}/stop")
+@router.post("/areas/{code}/stop", responses={**BAD_BODY, **UNAVAILABLE})
 def stop_area(
     code: AreaCode,
     session: SessionDep,
@@ -56,6 +96,7 @@ def stop_area(
 ) -> dict:
     """Stop everything playing or about to play on the area's speakers, now. Future airings stay
     planned (cancel a broadcast to drop them)."""
+    known_area(session, code)
     done = flows.stop_area(
         session=session, sender=sender, user=user, area_code=code, comment=body and body.comment
     )
@@ -81,14 +122,16 @@ def get_quiet_hours(
     code: AreaCode, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> QuietHoursRead:
     """The quiet hours that apply to an area (its own, inherited, or the default)."""
+    known_area(session, code)
     flows.area_of(session=session, user=user, area_code=code)
     return _quiet_read(session, settings, code)
 
 
-@router.put("/areas/{code}/quiet-hours")
+@router.put("/areas/{code}/quiet-hours", responses=BAD_BODY)
 def set_quiet_hours(
     code: AreaCode, body: QuietHoursIn, session: SessionDep, settings: SettingsDep, user: CurrentUser
 ) -> QuietHoursRead:
     """Give an area its own quiet hours (start == end: none); nulls: inherit again."""
+    known_area(session, code)
     flows.set_quiet_hours(session=session, user=user, area_code=code, start=body.start, end=body.end)
     return _quiet_read(session, settings, code)

@@ -11,15 +11,20 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
 from api.deps import CurrentUser, ServicesDep, SessionDep, SettingsDep
+from api.routes.common import BAD_BODY, INVALID, NOT_FOUND, UNAUTHORIZED
 from core import auth, users
 from core.schemas import UserRead
 from tts import store
 
 router = APIRouter()
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")  # whole name: used with fullmatch (`$` lets "\n" by)
 
 
-@router.get("/api/v1/health", tags=["system"])
+@router.get(
+    "/api/v1/health",
+    tags=["system"],
+    responses={503: {"model": dict, "description": "The database, broker or scheduler is down (same body)."}},
+)
 def health(services: ServicesDep) -> JSONResponse:
     """Database, broker and scheduler state (`role`: this process runs the scheduler, `active`, or
     stands by for it, `standby`); 503 when any is down. No token needed."""
@@ -33,7 +38,7 @@ class Token(BaseModel):
     expires_in: int
 
 
-@router.post("/api/v1/auth/token", tags=["auth"])
+@router.post("/api/v1/auth/token", tags=["auth"], responses={**BAD_BODY, **UNAUTHORIZED, **INVALID})
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
@@ -55,16 +60,16 @@ def login(
     return Token(access_token=token, expires_in=minutes * 60)
 
 
-@router.get("/api/v1/me", tags=["auth"])
+@router.get("/api/v1/me", tags=["auth"], responses=UNAUTHORIZED)
 def me(user: CurrentUser) -> UserRead:
     """The logged-in user."""
     return UserRead.model_validate(user)
 
 
-@router.get("/media/{sha256}.mp3", tags=["media"], response_class=FileResponse)
+@router.get("/media/{sha256}.mp3", tags=["media"], response_class=FileResponse, responses=NOT_FOUND)
 def media(sha256: str, settings: SettingsDep) -> FileResponse:
     """An audio asset by content hash (speakers download here; the hash is the name)."""
-    if not SHA256_RE.match(sha256):
+    if not SHA256_RE.fullmatch(sha256):
         raise HTTPException(status_code=404, detail="no such audio")
     path = store.path_for(settings.audio_dir, sha256)
     if not path.is_file():

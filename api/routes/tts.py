@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_roles
+from api.routes.common import AUTHED, BAD_BODY, TOO_LARGE, UNAVAILABLE
 from core.models import Role, User
 from tts import audio, store, voices
 from tts import flows as tts_flows
 from tts import service as tts_service
 from tts.schemas import AssetRead, PreviewRequest, VoiceRead, Volume
 
-router = APIRouter(tags=["speech"])
+router = APIRouter(tags=["speech"], responses=AUTHED)
 
 Author = Annotated[User, Depends(require_roles(Role.staff, Role.approver))]
 UPLOAD_CHUNK = 1 << 20
@@ -43,7 +44,7 @@ def list_voices(settings: SettingsDep, user: CurrentUser) -> list[VoiceRead]:
     return [VoiceRead.model_validate(v, from_attributes=True) for v in found]
 
 
-@router.post("/api/v1/tts/preview")
+@router.post("/api/v1/tts/preview", responses={**BAD_BODY, **UNAVAILABLE})
 def preview(body: PreviewRequest, session: SessionDep, settings: SettingsDep, user: Author) -> AssetRead:
     """Speak a notice (or return the identical one made before) and say which engine made it.
 
@@ -56,7 +57,11 @@ def preview(body: PreviewRequest, session: SessionDep, settings: SettingsDep, us
     return _read(result)
 
 
-@router.post("/api/v1/tts/upload", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/api/v1/tts/upload",
+    status_code=status.HTTP_201_CREATED,
+    responses={**BAD_BODY, **TOO_LARGE, **UNAVAILABLE},
+)
 def upload(
     file: Annotated[UploadFile, File(description="A recorded announcement: MP3, WAV or M4A.")],
     session: SessionDep,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import PlannerDep, SenderDep, SessionDep, SettingsDep
 from api.errors import status_of
+from api.routes.common import MAX_PAGE, Id
 from api.web import render
 from api.web.compose import EMERGENCY, MODES, RATES, REPEATS, WEEKDAY_KEYS, ComposeForm, form_error
 from api.web.messages import message_of, page_error
@@ -280,7 +281,7 @@ def items(
     user: WebUser,
     scope: Annotated[str, Query(pattern="^(mine|all)$")] = "mine",
     status: Annotated[BroadcastStatus | None, Query()] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     done: str | None = None,
 ):
     if scope == "mine":
@@ -316,7 +317,7 @@ def items(
 
 @router.get("/items/{broadcast_id}")
 def item(
-    request: Request, session: SessionDep, settings: SettingsDep, user: WebUser, broadcast_id: int,
+    request: Request, session: SessionDep, settings: SettingsDep, user: WebUser, broadcast_id: Id,
     done: str | None = None, error: str | None = None,
 ):  # fmt: skip
     broadcast = load_broadcast(session, user, broadcast_id)
@@ -348,7 +349,7 @@ def cancel(
     planner: PlannerDep,
     sender: SenderDep,
     user: WebUser,
-    broadcast_id: int,
+    broadcast_id: Id,
     comment: Annotated[str, Form()] = "",
 ):
     try:
@@ -404,7 +405,7 @@ def approve(
     settings: SettingsDep,
     planner: PlannerDep,
     user: WebUser,
-    broadcast_id: int,
+    broadcast_id: Id,
     comment: Annotated[str, Form()] = "",
 ):
     try:
@@ -423,7 +424,7 @@ def reject(
     session: SessionDep,
     settings: SettingsDep,
     user: WebUser,
-    broadcast_id: int,
+    broadcast_id: Id,
     comment: Annotated[str, Form()] = "",
 ):
     try:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
 from api.deps import SenderDep, SessionDep
+from api.routes.common import MAX_ID, MAX_PAGE
 from api.web import render
 from api.web.console import area_choices, area_names
 from api.web.messages import page_error
@@ -46,7 +47,7 @@ def fleet(
     user: WebUser,
     area: Annotated[str | None, Query()] = None,
     state: Annotated[str, Query(pattern="^(all|online|offline)$")] = "all",
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
 ):
     area = area or home_area(session, user)
     region = check_area(session, user, area)
@@ -93,7 +94,7 @@ def device_page(
     user: WebUser,
     device_id: str,
     done: str | None = None,
-    command: Annotated[int | None, Query(ge=1)] = None,
+    command: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ):
     device = _device(session, user, device_id)
     statuses, _ = fleet_service.status_history(session=session, device_id=device_id, limit=30, offset=0)

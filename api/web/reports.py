@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api.deps import SessionDep, SettingsDep
+from api.routes.common import Id
 from api.web import render
 from api.web.console import area_choices, load_broadcast
 from api.web.session import PageError, WebUser, check_area, home_area
@@ -70,7 +71,7 @@ def _broadcast_reach(session, user, broadcast_id: int, level: str | None):
 
 @router.get("/items/{broadcast_id}/reach")
 def broadcast_report(
-    request: Request, session: SessionDep, user: WebUser, broadcast_id: int, level: str | None = None
+    request: Request, session: SessionDep, user: WebUser, broadcast_id: Id, level: str | None = None
 ):
     broadcast, figures = _broadcast_reach(session, user, broadcast_id, level)
     query = urlencode({"level": level} if level else {})
@@ -90,7 +91,7 @@ def broadcast_report(
 
 @router.get("/items/{broadcast_id}/reach.{fmt}")
 def broadcast_export(
-    session: SessionDep, user: WebUser, broadcast_id: int, fmt: str, level: str | None = None
+    session: SessionDep, user: WebUser, broadcast_id: Id, fmt: str, level: str | None = None
 ):
     broadcast, figures = _broadcast_reach(session, user, broadcast_id, level)
     headings, rows = export.table(figures)
