@@ -3,9 +3,11 @@ and plain dates in the schedule view: each a clear 4xx (or the whole days meant)
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from tests.api.conftest import ADMIN, STAFF
@@ -134,3 +136,22 @@ def test_schedule_takes_plain_dates_as_whole_days_in_the_county_zone(server):
             "/api/v1/schedule", params={"area": "341225000000", "from": "2026-12-01", "to": "2027-01-02"}
         )
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "to"]
+
+
+def test_console_ids_and_pages_beyond_the_database_are_refused(server):
+    with httpx.Client(base_url=server.base_url, timeout=30) as browser:  # the console's session cookie
+        page = browser.get("/login").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        r = browser.post("/login", data={"username": ADMIN[0], "password": ADMIN[1], "csrf_token": csrf})
+        assert r.status_code == 303, r.text
+        for url in (
+            f"/console/items/{HUGE}",
+            f"/console/items/{BIG}",
+            f"/console/items/{HUGE}/reach",
+            f"/console/items/{HUGE}/reach.csv",
+            f"/console/items?page={HUGE}",
+            f"/console/fleet?page={HUGE}",
+            f"/console/fleet/341225100201-01?command={HUGE}",
+        ):
+            r = browser.get(url)
+            assert r.status_code in (404, 422), (url, r.status_code, r.text[:300])
