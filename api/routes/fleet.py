@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import CurrentUser, SenderDep, SessionDep, area_in_scope, device_in_scope
-from api.routes.common import AUTHED, BAD_BODY, UNAVAILABLE, Id, Limit, Offset, Page, area_param
+from api.routes.common import AUTHED, BAD_BODY, UNAVAILABLE, Id, Limit, Offset, Page, area_param, known_area
 from core.errors import NotFound
 from devices import fleet
 from devices import flows as device_flows
@@ -81,6 +81,7 @@ def send_area_command(
     body: AreaCommandCreate, session: SessionDep, sender: SenderDep, user: CurrentUser
 ) -> DeviceCommandRead:
     """Send set_volume, test_tone, stop or sync to every speaker under an area (one signed publish)."""
+    known_area(session, body.area)
     row = device_flows.send_command(
         session=session, sender=sender, user=user, command_in=body, area_code=body.area
     )
