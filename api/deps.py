@@ -88,7 +88,8 @@ def get_current_user(
     except auth.InvalidToken:
         raise _UNAUTHORIZED from None
     user = session.get(User, int(claims.subject)) if claims.subject.isdigit() else None
-    if user is None or not user.is_active:
+    # A token issued before the user's last logout, password change or disabling is revoked.
+    if user is None or not user.is_active or claims.version != user.token_version:
         raise _UNAUTHORIZED
     return user
 

@@ -77,8 +77,34 @@ def set_password(*, session: Session, username: str, password: str) -> User:
     if user is None:
         raise UnknownUser(f"no user {username!r}")
     user.password_hash = auth.hash_password(password)
+    revoke_tokens(user)
     session.flush()
-    log.info("password of user %s reset", username)
+    log.info("password of user %s reset; its tokens and sessions revoked", username)
+    return user
+
+
+def get_existing(*, session: Session, username: str) -> User:
+    """The user with this username; UnknownUser otherwise."""
+    user = get_by_username(session=session, username=username)
+    if user is None:
+        raise UnknownUser(f"no user {username!r}")
+    return user
+
+
+def revoke_tokens(user: User) -> None:
+    """Invalidate every API token and console session issued to `user` so far (flushed by the caller)."""
+    user.token_version = (user.token_version or 0) + 1
+
+
+def set_active(*, session: Session, user: User, active: bool) -> User:
+    """Enable or disable `user`; disabling also revokes its tokens and sessions (flushed)."""
+    if user.is_active != active:
+        user.is_active = active
+        revoke_tokens(user)
+        session.flush()
+        log.info(
+            "user %s %s", user.username, "enabled" if active else "disabled; its tokens and sessions revoked"
+        )
     return user
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from api.deps import CurrentUser, ServicesDep, SessionDep, SettingsDep
 from core import auth, users
+from core import flows as core_flows
 from core.schemas import UserRead
 from tts import store
 
@@ -50,9 +51,16 @@ def login(
         )
     minutes = settings.auth.token_minutes
     token = auth.create_access_token(
-        subject=str(user.id), role=str(user.role), secret=services.token_secret, minutes=minutes
-    )
+        subject=str(user.id), role=str(user.role), version=user.token_version, secret=services.token_secret,
+        minutes=minutes,
+    )  # fmt: skip
     return Token(access_token=token, expires_in=minutes * 60)
+
+
+@router.post("/api/v1/auth/logout", tags=["auth"], status_code=status.HTTP_204_NO_CONTENT)
+def logout(user: CurrentUser, session: SessionDep) -> None:
+    """Revoke every token and console session of the logged-in user, this one included."""
+    core_flows.logout(session=session, user=user)
 
 
 @router.get("/api/v1/me", tags=["auth"])

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from api.deps import SessionDep
 from api.web import render
 from api.web import session as web_session
+from core import flows as core_flows
 from core import users
 
 router = APIRouter(include_in_schema=False)
@@ -62,5 +63,9 @@ def login(
 
 
 @router.post("/logout", dependencies=[web_session.Csrf])
-def logout():
+def logout(request: Request, session: SessionDep):
+    """Log out of every session and token of this user (a stolen copy of the cookie dies too)."""
+    user = web_session.user_of(request, session)
+    if user is not None:
+        core_flows.logout(session=session, user=user)
     return web_session.end(RedirectResponse("/login", status_code=303))
