@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.deps import CurrentUser, ServicesDep, SessionDep, SettingsDep
-from core import auth, users
+from api.deps import CurrentUser, LoginThrottleDep, ServicesDep, SessionDep, SettingsDep, client_address
+from core import auth
 from core import flows as core_flows
 from core.schemas import UserRead
+from scheduler import login_flows
 from tts import store
 
 router = APIRouter()
@@ -37,12 +38,25 @@ class Token(BaseModel):
 @router.post("/api/v1/auth/token", tags=["auth"])
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     session: SessionDep,
     services: ServicesDep,
     settings: SettingsDep,
+    throttle: LoginThrottleDep,
 ) -> Token:
-    """OAuth2 password flow: username and password in, bearer token out."""
-    user = users.authenticate(session=session, username=form.username, password=form.password)
+    """OAuth2 password flow: username and password in, bearer token out. After repeated wrong
+    passwords for an account or from an address: 429 with Retry-After, even for the right one."""
+    result = login_flows.log_in(
+        session=session, throttle=throttle, username=form.username, password=form.password,
+        address=client_address(request), door="api",
+    )  # fmt: skip
+    if result.retry_after is not None:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many wrong passwords: try again in {result.retry_after} s",
+            headers={"Retry-After": str(result.retry_after)},
+        )
+    user = result.user
     if user is None:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
