@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from api import errors
 from api.routes import broadcasts, devices, fleet, playlists, regions, reports, schedule, system
 from api.routes import tts as speech_routes
+from api.routes import users as user_routes
 from api.services import Services
 from api.web import install as install_web
 from core.settings import Settings
@@ -40,6 +41,7 @@ def create_app(
     for module in (system, regions, fleet, devices, broadcasts, playlists, schedule, reports):
         app.include_router(module.router)
     app.include_router(speech_routes.router)
+    app.include_router(user_routes.router)
     errors.install(app)
     install_web(app)  # the console, public village pages and static files
     return app

@@ -361,8 +361,25 @@ def cmd_users_passwd(args: argparse.Namespace) -> int:
     except users.UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    # Tokens already issued stay valid until they expire (CUNXIANG_AUTH_TOKEN_MINUTES).
-    print(f"password of user {args.username} changed")
+    print(f"password of user {args.username} changed; its tokens and console sessions are revoked")
+    return 0
+
+
+def cmd_users_active(args: argparse.Namespace) -> int:
+    """`users disable` / `users enable`: as the machine's operator (no role check)."""
+    from core import flows as core_flows
+    from core import users
+
+    active = args.users_command == "enable"
+    factory = _session_factory(_settings(args))
+    try:
+        with factory() as session:
+            core_flows.set_user_active(session=session, actor=None, username=args.username, active=active)
+    except users.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    done = "enabled" if active else "disabled; its tokens and console sessions are revoked"
+    print(f"user {args.username} {done}")
     return 0
 
 
@@ -650,6 +667,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password")
     data_dir(p)
     p.set_defaults(func=cmd_users_passwd)
+    for name, what in (
+        ("disable", "disable a user (revokes its tokens and sessions)"),
+        ("enable", "enable a user"),
+    ):
+        p = usub.add_parser(name, help=what)
+        p.add_argument("--username", required=True)
+        data_dir(p)
+        p.set_defaults(func=cmd_users_active)
 
     p = sub.add_parser("tts", help="speech assets")
     tsub = p.add_subparsers(dest="tts_command", required=True)

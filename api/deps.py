@@ -4,6 +4,7 @@ use cases need from the running server (the job planner, the command sender)."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from core import access, auth
 from core.errors import NotFound, Unavailable
 from core.models import Role, User
 from core.settings import Settings
+from core.throttle import LoginThrottle
 from devices import service as device_service
 from devices.commands import CommandSender
 from devices.models import Device
@@ -88,7 +90,8 @@ def get_current_user(
     except auth.InvalidToken:
         raise _UNAUTHORIZED from None
     user = session.get(User, int(claims.subject)) if claims.subject.isdigit() else None
-    if user is None or not user.is_active:
+    # A token issued before the user's last logout, password change or disabling is revoked.
+    if user is None or not user.is_active or claims.version != user.token_version:
         raise _UNAUTHORIZED
     return user
 
@@ -127,3 +130,25 @@ def device_in_scope(session: Session, user: User, device_id: str) -> Device:
         raise NotFound(f"no device {device_id}")
     access.require_area(user, device.area_code, what="device", name=device_id)
     return device
+
+
+# ---------------------------------------------------------------- login throttling
+
+_throttle_lock = threading.Lock()
+
+
+def get_login_throttle(request: Request) -> LoginThrottle:
+    """The server's one login throttle (in memory; shared by the API and the console)."""
+    with _throttle_lock:
+        throttle = getattr(request.app.state, "login_throttle", None)
+        if throttle is None:
+            throttle = request.app.state.login_throttle = LoginThrottle()
+    return throttle
+
+
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+
+
+def client_address(request: Request) -> str:
+    """The address a request came from (the proxy's, unless uvicorn is told to trust its headers)."""
+    return request.client.host if request.client else "unknown"

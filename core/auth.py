@@ -35,6 +35,7 @@ class TokenClaims:
 
     subject: str
     role: str
+    version: int  # the user's token_version when issued: refused once the user's has moved on
     issued_at: datetime
     expires_at: datetime
 
@@ -60,25 +61,37 @@ def verify_and_update(password: str, password_hash: str) -> tuple[bool, str | No
         return False, None
 
 
-def create_access_token(*, subject: str, role: str, secret: str, minutes: int) -> str:
-    """Return a signed token for `subject` with `role`, valid for `minutes`."""
+def create_access_token(*, subject: str, role: str, version: int, secret: str, minutes: int) -> str:
+    """Return a signed token for `subject` with `role` and token `version`, valid for `minutes`."""
     now = utcnow()
-    claims = {"sub": subject, "role": role, "iat": now, "exp": now + timedelta(minutes=minutes)}
+    claims = {
+        "sub": subject,
+        "role": role,
+        "ver": version,
+        "iat": now,
+        "exp": now + timedelta(minutes=minutes),
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def decode_access_token(token: str, secret: str) -> TokenClaims:
     """Verify `token` and return its claims; raise InvalidToken otherwise."""
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "iat"]})
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "iat", "ver"]}
+        )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from exc
     role = claims.get("role")
     if not isinstance(role, str) or not role:
         raise InvalidToken("token has no role")
+    version = claims["ver"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidToken("token has no version")
     return TokenClaims(
         subject=claims["sub"],
         role=role,
+        version=version,
         issued_at=datetime.fromtimestamp(claims["iat"], UTC),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )

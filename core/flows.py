@@ -1,7 +1,8 @@
 """The administration use cases run from the command line: accounts, areas, the demo county.
 
 The command line acts as the machine's operator (it holds the database credentials), so these
-check no role; each owns its transaction as every flow does: the services flush, the flow commits.
+check no role (`set_user_active` checks it when an API user asks); each owns its transaction as
+every flow does: the services flush, the flow commits.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from core import regions, users
+from core import access, errors, regions, users
 from core.db import transaction
 from core.models import Role, User
 
@@ -31,6 +32,28 @@ def set_password(*, session: Session, username: str, password: str) -> None:
     """A new password for an existing account (UserError when refused)."""
     with transaction(session):
         users.set_password(session=session, username=username, password=password)
+
+
+def logout(*, session: Session, user: User) -> None:
+    """End every session and token of `user` (logging out of the console or the API logs out of all)."""
+    with transaction(session):
+        users.revoke_tokens(user)
+        session.flush()
+
+
+def set_user_active(*, session: Session, actor: User | None, username: str, active: bool) -> User:
+    """Disable (revoking its tokens and sessions at once) or enable an account.
+
+    `actor` is the user asking (admins only; not oneself, so the county is never locked out by a
+    slip), or None for the machine's operator at the command line. UserError/Forbidden when refused.
+    """
+    if actor is not None:
+        access.require_role(actor)
+    with transaction(session):
+        user = users.get_existing(session=session, username=username)
+        if actor is not None and user.id == actor.id:
+            raise errors.Conflict("you cannot disable or enable your own account", reason="self")
+        return users.set_active(session=session, user=user, active=active)
 
 
 def import_regions(*, session: Session, path: Path | str) -> regions.ImportResult:

@@ -46,4 +46,7 @@ class User(Base):
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
     area_code: Mapped[str | None] = mapped_column(ForeignKey("regions.code"))
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Carried in every API token and console cookie and compared on every request: raising it
+    # (logout, password change, disabling) revokes all of the user's tokens and sessions at once.
+    token_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -27,4 +27,5 @@ class UserRead(BaseModel):
     username: str
     role: Role
     area_code: str | None
+    is_active: bool
     created_at: datetime

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import auth, errors
+from core import auth, errors, passwords
 from core.models import Region, Role, User
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def create_user(
     """Validate and store a new user with a hashed password, and commit."""
     if not USERNAME_RE.fullmatch(username or ""):
         raise InvalidUser("username", "must be 3-64 characters of letters, digits, '_', '.' or '-'")
-    _check_password(password)
+    _check_password(password, username=username)
     try:
         role = Role(role)
     except ValueError:
@@ -72,13 +72,39 @@ def create_user(
 
 def set_password(*, session: Session, username: str, password: str) -> User:
     """Replace the password of an existing user (flushed; the caller commits)."""
-    _check_password(password)
+    _check_password(password, username=username)
     user = get_by_username(session=session, username=username)
     if user is None:
         raise UnknownUser(f"no user {username!r}")
     user.password_hash = auth.hash_password(password)
+    revoke_tokens(user)
     session.flush()
-    log.info("password of user %s reset", username)
+    log.info("password of user %s reset; its tokens and sessions revoked", username)
+    return user
+
+
+def get_existing(*, session: Session, username: str) -> User:
+    """The user with this username; UnknownUser otherwise."""
+    user = get_by_username(session=session, username=username)
+    if user is None:
+        raise UnknownUser(f"no user {username!r}")
+    return user
+
+
+def revoke_tokens(user: User) -> None:
+    """Invalidate every API token and console session issued to `user` so far (flushed by the caller)."""
+    user.token_version = (user.token_version or 0) + 1
+
+
+def set_active(*, session: Session, user: User, active: bool) -> User:
+    """Enable or disable `user`; disabling also revokes its tokens and sessions (flushed)."""
+    if user.is_active != active:
+        user.is_active = active
+        revoke_tokens(user)
+        session.flush()
+        log.info(
+            "user %s %s", user.username, "enabled" if active else "disabled; its tokens and sessions revoked"
+        )
     return user
 
 
@@ -97,6 +123,8 @@ def authenticate(*, session: Session, username: str, password: str) -> User | No
     return user
 
 
-def _check_password(password: str | None) -> None:
+def _check_password(password: str | None, *, username: str) -> None:
     if len(password or "") < PASSWORD_MIN:
         raise InvalidUser("password", f"must be at least {PASSWORD_MIN} characters")
+    if passwords.is_common(password or "", username=username):
+        raise InvalidUser("password", "is one of the most common passwords (or the username); choose another")

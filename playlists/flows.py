@@ -8,6 +8,7 @@ a playlist).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -17,8 +18,9 @@ from core.models import User
 from core.settings import Settings
 from playlists import service as playlist_service
 from playlists.models import Playlist
-from playlists.schemas import PlaylistCreate, PlaylistUpdate
+from playlists.schemas import ItemIn, PlaylistCreate, PlaylistUpdate
 from tts import flows as tts_flows
+from tts import service as tts_service
 from tts.models import AudioAsset
 
 OBJECT_TYPE = "playlist"  # in the audit log
@@ -59,9 +61,22 @@ def load(*, session: Session, user: User, playlist_id: int) -> Playlist:
     return playlist
 
 
+def _require_own_assets(*, session: Session, user: User, items: Sequence[ItemIn]) -> None:
+    """Forbidden (reason "area") when an item names an audio asset not handed to the user's area."""
+    for position, item in enumerate(items):
+        if item.asset_id is None:
+            continue
+        asset = tts_service.get_asset(session=session, asset_id=item.asset_id)
+        if asset is not None and not tts_service.usable_by(session=session, asset=asset, user=user):
+            raise Forbidden(
+                f"items.{position}: audio asset {item.asset_id} belongs to another area", reason="area"
+            )
+
+
 def create(*, session: Session, user: User, playlist_in: PlaylistCreate, audit: Audit) -> Playlist:
     """A new playlist in the user's area, audited and committed."""
     tts_flows.require_author(user)
+    _require_own_assets(session=session, user=user, items=playlist_in.items)
     playlist = playlist_service.create(
         session=session, user=user, name=playlist_in.name, items=playlist_in.items,
         repeat=playlist_in.repeat, gap_ms=playlist_in.gap_ms,
@@ -80,6 +95,8 @@ def update(
     """
     tts_flows.require_author(user)
     playlist = load(session=session, user=user, playlist_id=playlist_id)
+    if playlist_in.items is not None:
+        _require_own_assets(session=session, user=user, items=playlist_in.items)
     playlist_service.update(
         session=session, playlist=playlist, name=playlist_in.name, items=playlist_in.items,
         repeat=playlist_in.repeat, gap_ms=playlist_in.gap_ms,
@@ -112,6 +129,7 @@ def preview(*, session: Session, settings: Settings, user: User, playlist_id: in
     tts_flows.require_author(user)
     playlist = load(session=session, user=user, playlist_id=playlist_id)
     asset = playlist_service.assemble(session=session, settings=settings, playlist=playlist)
+    tts_service.grant(session=session, asset=asset, user=user)
     session.commit()
     return asset
 
@@ -122,6 +140,7 @@ def upload_audio(
     """Store an uploaded recording for `audio` items (re-encoded as the speakers play), audited, committed."""
     tts_flows.require_author(user)
     asset = playlist_service.store_upload(session=session, settings=settings, data=data, filename=filename)
+    tts_service.grant(session=session, asset=asset, user=user)
     audit(session=session, user=user, action="uploaded", object_type="audio_asset", object_id=asset.id)
     session.commit()
     return asset

@@ -177,6 +177,8 @@ def create_broadcast(
         asset = tts_service.get_asset(session=session, asset_id=asset_id)
         if asset is None:
             raise BroadcastError("asset_id", f"no audio asset {asset_id}")
+        if not tts_service.usable_by(session=session, asset=asset, user=user):
+            raise Forbidden(f"audio asset {asset_id} belongs to another area", reason="area")
         if not tts_service.asset_path(settings=settings, asset=asset).is_file():
             raise BroadcastError("asset_id", f"the file of audio asset {asset_id} is gone; make it again")
 
@@ -233,6 +235,7 @@ def create_broadcast(
             session=session, settings=settings, text=text, prefer_asset_id=previewed_asset_id,
             **(speech or SpeechSettings()).options(),
         )  # fmt: skip
+        tts_service.grant(session=session, asset=synthesis.asset, user=user)  # its author may air it again
         broadcast.asset_id = synthesis.asset.id
     elif submit:
         broadcast.asset_id = playlist_service.assemble(

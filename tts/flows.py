@@ -56,6 +56,7 @@ def preview(
     result = tts_service.synthesize_sync(
         session=session, settings=settings, text=text, **(speech or SpeechSettings()).options()
     )
+    tts_service.grant(session=session, asset=result.asset, user=user)
     session.commit()
     return result
 
@@ -81,6 +82,7 @@ def upload(
         session=session, settings=settings, path=path, title=title, volume=volume, repeat=repeat,
         chime=chime, closing_chime=closing_chime,
     )  # fmt: skip
+    tts_service.grant(session=session, asset=result.asset, user=user)
     session.commit()
     return result
 

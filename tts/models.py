@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.clock import utcnow
@@ -34,3 +34,18 @@ class AudioAsset(Base):
     pitch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AssetArea(Base):
+    """An area whose users may air an asset by its id (a broadcast's `asset_id`, a playlist's audio
+    item): the area of each bound user a flow handed the asset to (made, uploaded or previewed).
+
+    Assets are shared by content (the same text and settings, the same file), so one asset can
+    belong to several areas; an asset with no row here (made by unbound users, or before these
+    rows existed) is usable by unbound users only. Unbound users may use every asset.
+    """
+
+    __tablename__ = "audio_asset_areas"
+
+    asset_id: Mapped[int] = mapped_column(ForeignKey("audio_assets.id", ondelete="CASCADE"), primary_key=True)
+    area_code: Mapped[str] = mapped_column(String(12), primary_key=True)

@@ -84,14 +84,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core import regions
 from core.clock import utcnow
+from core.models import User
 from core.settings import Settings
 from tts import audio, store, voices
 from tts import text as text_prep
 from tts.base import Engine, check_pitch, check_rate
 from tts.engines import get_engine
 from tts.exceptions import EngineError, SpeechInputError, SynthesisFailed
-from tts.models import AudioAsset
+from tts.models import AssetArea, AudioAsset
 from tts.reading import read_aloud
 
 logger = logging.getLogger(__name__)
@@ -434,6 +436,24 @@ def get_asset(*, session: Session, asset_id: int) -> AudioAsset | None:
     return session.get(AudioAsset, asset_id)
 
 
+def grant(*, session: Session, asset: AudioAsset, user: User) -> None:
+    """Let the user's area air `asset` by its id (nothing for an unbound user, who may use all); flushed."""
+    if user.area_code is None:
+        return
+    if session.get(AssetArea, (asset.id, user.area_code)) is None:
+        session.add(AssetArea(asset_id=asset.id, area_code=user.area_code))
+        session.flush()
+
+
+def usable_by(*, session: Session, asset: AudioAsset, user: User) -> bool:
+    """Whether the user may air `asset` by its id: unbound users always; a bound user when the
+    asset was handed to the user's area or an area inside it."""
+    if user.area_code is None:
+        return True
+    areas = session.scalars(select(AssetArea.area_code).where(AssetArea.asset_id == asset.id)).all()
+    return any(regions.is_under(code, user.area_code) for code in areas)
+
+
 def get_by_sha256(*, session: Session, sha256: str) -> AudioAsset | None:
     """Return an audio asset whose file has this SHA-256, or None (also for malformed digests)."""
     if not store.is_sha256(sha256):
@@ -590,6 +610,7 @@ def plan_cleanup(
 def delete_assets(*, session: Session, asset_ids: Collection[int]) -> None:
     """Delete these asset rows (flushed; their files go with `remove_files` after the commit)."""
     if asset_ids:
+        session.execute(delete(AssetArea).where(AssetArea.asset_id.in_(set(asset_ids))))
         session.execute(delete(AudioAsset).where(AudioAsset.id.in_(set(asset_ids))))
         session.flush()
 

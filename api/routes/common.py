@@ -61,6 +61,7 @@ NOT_FOUND = {404: _error("No such object (or area).")}
 CONFLICT = {409: _error("The object's state does not allow this now.")}
 INVALID = {422: _error("A parameter or a field of the body is refused; `detail` names it.")}
 TOO_LARGE = {413: _error("The upload is larger than allowed.")}
+TOO_MANY = {429: _error("Too many failed logins: wait for the time in `Retry-After`.")}
 UNAVAILABLE = {503: _error("A service this needs (speech engine, broker) is unavailable.")}
 
 # What every endpoint behind a login can answer.

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from api.deps import CurrentUser, ServicesDep, SessionDep, SettingsDep
-from api.routes.common import BAD_BODY, INVALID, NOT_FOUND, UNAUTHORIZED
-from core import auth, users
+from api.deps import CurrentUser, LoginThrottleDep, ServicesDep, SessionDep, SettingsDep, client_address
+from api.routes.common import BAD_BODY, INVALID, NOT_FOUND, TOO_MANY, UNAUTHORIZED
+from core import auth
+from core import flows as core_flows
 from core.schemas import UserRead
+from scheduler import login_flows
 from tts import store
 
 router = APIRouter()
@@ -38,15 +40,30 @@ class Token(BaseModel):
     expires_in: int
 
 
-@router.post("/api/v1/auth/token", tags=["auth"], responses={**BAD_BODY, **UNAUTHORIZED, **INVALID})
+@router.post(
+    "/api/v1/auth/token", tags=["auth"], responses={**BAD_BODY, **UNAUTHORIZED, **INVALID, **TOO_MANY}
+)
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     session: SessionDep,
     services: ServicesDep,
     settings: SettingsDep,
+    throttle: LoginThrottleDep,
 ) -> Token:
-    """OAuth2 password flow: username and password in, bearer token out."""
-    user = users.authenticate(session=session, username=form.username, password=form.password)
+    """OAuth2 password flow: username and password in, bearer token out. After repeated wrong
+    passwords for an account or from an address: 429 with Retry-After, even for the right one."""
+    result = login_flows.log_in(
+        session=session, throttle=throttle, username=form.username, password=form.password,
+        address=client_address(request), door="api",
+    )  # fmt: skip
+    if result.retry_after is not None:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many wrong passwords: try again in {result.retry_after} s",
+            headers={"Retry-After": str(result.retry_after)},
+        )
+    user = result.user
     if user is None:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -55,9 +72,18 @@ def login(
         )
     minutes = settings.auth.token_minutes
     token = auth.create_access_token(
-        subject=str(user.id), role=str(user.role), secret=services.token_secret, minutes=minutes
-    )
+        subject=str(user.id), role=str(user.role), version=user.token_version, secret=services.token_secret,
+        minutes=minutes,
+    )  # fmt: skip
     return Token(access_token=token, expires_in=minutes * 60)
+
+
+@router.post(
+    "/api/v1/auth/logout", tags=["auth"], status_code=status.HTTP_204_NO_CONTENT, responses=UNAUTHORIZED
+)
+def logout(user: CurrentUser, session: SessionDep) -> None:
+    """Revoke every token and console session of the logged-in user, this one included."""
+    core_flows.logout(session=session, user=user)
 
 
 @router.get("/api/v1/me", tags=["auth"], responses=UNAUTHORIZED)

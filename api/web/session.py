@@ -1,6 +1,8 @@
 """Browser sessions: a signed cookie (itsdangerous, keyed by the server secret) with a CSRF token.
 
-The cookie holds the user id, the login time and a per-session CSRF token; nothing else. It is
+The cookie holds the user id, the user's token version, the login time and a per-session CSRF
+token; nothing else. A cookie whose version is not the user's current one (after a logout, a
+password change or disabling) is refused at once, like the API tokens. It is
 HttpOnly, SameSite=Lax, Secure when the page was served over https, and expires with the API
 tokens (`settings.auth.token_minutes`). Every state-changing form carries the CSRF token (a hidden
 field, or the X-CSRF-Token header for fetch calls) and is refused without it.
@@ -107,7 +109,14 @@ def write(request: Request, response: Response, web: WebSession) -> Response:
 
 def start(request: Request, response: Response, user: User) -> Response:
     """Log `user` in: a fresh session (new CSRF token, no carry-over from before)."""
-    web = WebSession(data={"uid": user.id, "at": int(time.time()), "csrf": secrets.token_urlsafe(24)})
+    web = WebSession(
+        data={
+            "uid": user.id,
+            "ver": user.token_version,
+            "at": int(time.time()),
+            "csrf": secrets.token_urlsafe(24),
+        }
+    )
     request.state.web_session = web
     return write(request, response, web)
 
@@ -135,14 +144,23 @@ def login_url(next_url: str, *, expired: bool) -> str:
     return f"/login?next={quote(next_url, safe='/')}" + ("&expired=1" if expired else "")
 
 
+def user_of(request: Request, session) -> User | None:
+    """The active user this browser's cookie names, if the cookie is valid and not revoked."""
+    web = read(request)
+    uid, version = web.data.get("uid"), web.data.get("ver")
+    if web.state != "valid" or not isinstance(uid, int) or not isinstance(version, int):
+        return None
+    user = session.get(User, uid)
+    if user is None or not user.is_active or user.token_version != version:
+        return None
+    return user
+
+
 def current_user(request: Request, session: SessionDep, services: ServicesDep) -> User:
     """The logged-in user of this browser; LoginRequired otherwise."""
-    web = read(request)
-    user = None
-    if web.state == "valid" and isinstance(web.data.get("uid"), int):
-        user = session.get(User, web.data["uid"])
-    if user is None or not user.is_active:
-        raise LoginRequired(next_url_of(request), expired=web.state in ("valid", "expired"))
+    user = user_of(request, session)
+    if user is None:
+        raise LoginRequired(next_url_of(request), expired=read(request).state in ("valid", "expired"))
     return user
 
 

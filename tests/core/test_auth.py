@@ -27,7 +27,7 @@ def test_malformed_hash_never_matches():
 
 
 def test_token_roundtrip():
-    token = auth.create_access_token(subject="alice", role="staff", secret=SECRET, minutes=30)
+    token = auth.create_access_token(subject="alice", role="staff", version=0, secret=SECRET, minutes=30)
     claims = auth.decode_access_token(token, SECRET)
     assert (claims.subject, claims.role) == ("alice", "staff")
     assert timedelta(minutes=29) < claims.expires_at - claims.issued_at <= timedelta(minutes=30)
@@ -35,19 +35,19 @@ def test_token_roundtrip():
 
 
 def test_token_with_wrong_secret_is_rejected():
-    token = auth.create_access_token(subject="alice", role="admin", secret=SECRET, minutes=30)
+    token = auth.create_access_token(subject="alice", role="admin", version=0, secret=SECRET, minutes=30)
     with pytest.raises(InvalidToken):
         auth.decode_access_token(token, "t" * 64)
 
 
 def test_expired_token_is_rejected():
-    token = auth.create_access_token(subject="alice", role="admin", secret=SECRET, minutes=-1)
+    token = auth.create_access_token(subject="alice", role="admin", version=0, secret=SECRET, minutes=-1)
     with pytest.raises(InvalidToken, match="expired"):
         auth.decode_access_token(token, SECRET)
 
 
 def test_tampered_and_garbage_tokens_are_rejected():
-    token = auth.create_access_token(subject="alice", role="staff", secret=SECRET, minutes=30)
+    token = auth.create_access_token(subject="alice", role="staff", version=0, secret=SECRET, minutes=30)
     header, payload, signature = token.split(".")
     forged = jwt.encode({"sub": "alice", "role": "admin", "iat": 0, "exp": 2**31}, SECRET + "x")
     for bad in ["", "abc", f"{header}.{payload}.{signature[:-2]}xx", forged]:
@@ -59,9 +59,22 @@ def test_unsigned_and_roleless_tokens_are_rejected():
     unsigned = jwt.encode({"sub": "alice", "role": "admin", "iat": 0, "exp": 2**31}, None, algorithm="none")
     with pytest.raises(InvalidToken):
         auth.decode_access_token(unsigned, SECRET)
-    roleless = jwt.encode({"sub": "alice", "iat": 0, "exp": 2**31}, SECRET, algorithm="HS256")
+    roleless = jwt.encode({"sub": "alice", "ver": 0, "iat": 0, "exp": 2**31}, SECRET, algorithm="HS256")
     with pytest.raises(InvalidToken, match="role"):
         auth.decode_access_token(roleless, SECRET)
+
+
+def test_tokens_without_a_version_are_rejected():
+    """Tokens issued before token versions existed (or forged without one) cannot be revoked: refused."""
+    versionless = jwt.encode({"sub": "1", "role": "admin", "iat": 0, "exp": 2**31}, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken):
+        auth.decode_access_token(versionless, SECRET)
+    for bad in ("1", True, None):
+        token = jwt.encode(
+            {"sub": "1", "role": "admin", "ver": bad, "iat": 0, "exp": 2**31}, SECRET, algorithm="HS256"
+        )
+        with pytest.raises(InvalidToken, match="ver"):
+            auth.decode_access_token(token, SECRET)
 
 
 def test_secret_is_created_once_with_mode_0600(tmp_path):

@@ -33,9 +33,9 @@ def test_inactive_user_cannot_log_in(session):
 
 
 def test_duplicate_username(session):
-    users.create_user(session=session, username="wang_fang", password="password1", role="approver")
+    users.create_user(session=session, username="wang_fang", password="fang-pass-1", role="approver")
     with pytest.raises(UserError, match="taken"):
-        users.create_user(session=session, username="wang_fang", password="password2", role="viewer")
+        users.create_user(session=session, username="wang_fang", password="fang-pass-2", role="viewer")
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,22 @@ def test_set_password_refuses_unknown_user_and_short_password(session):
     with pytest.raises(UserError, match="at least 8"):
         users.set_password(session=session, username="admin", password="short")
     assert users.authenticate(session=session, username="admin", password="kept-password") is not None
+
+
+@pytest.mark.parametrize(
+    "password", ["password1", "Password123", "12345678", "qwerty123", "woaini1314", "Admin2024"]
+)
+def test_the_most_common_passwords_are_refused_at_creation_and_change(session, password):
+    with pytest.raises(users.InvalidUser, match="common") as refused:
+        users.create_user(session=session, username="zhao_lei", password=password, role="staff")
+    assert refused.value.field == "password"
+    assert users.get_by_username(session=session, username="zhao_lei") is None
+    users.create_user(session=session, username="zhao_lei", password="铃声-晚上-7点", role="staff")
+    with pytest.raises(users.InvalidUser, match="common"):
+        users.set_password(session=session, username="zhao_lei", password=password)
+    assert users.authenticate(session=session, username="zhao_lei", password="铃声-晚上-7点") is not None
+
+
+def test_the_username_is_no_password(session):
+    with pytest.raises(users.InvalidUser, match="common"):
+        users.create_user(session=session, username="zhaolei88", password="ZHAOLEI88", role="staff")
