@@ -74,7 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     app = create_app(settings, simulate_per_village=per_village)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-* from 127.0.0.1 (or
+    # FORWARDED_ALLOW_IPS); the app believes only CUNXIANG_HTTP_TRUSTED_PROXIES.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
     return 0
 
 

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,13 @@ REQUIRED_COLUMNS = ("code", "name")
 NAME_MAX = 100  # length of regions.name
 # Rows per IN (...) lookup: well under SQLite's and PostgreSQL's bound-parameter limits.
 LOOKUP_CHUNK = 500
+# A region file is a list of flat objects (depth 2): anything much deeper is not one, and
+# json.loads recurses once per bracket (100,000 of them end in RecursionError).
+MAX_JSON_DEPTH = 4
+# Strings (skipped whole), brackets and newlines: enough to measure nesting and count lines.
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}\n]')
+# Control characters (NUL, newline, escape, ...) have no place in a region's name or code.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_REPORTED_ERRORS = 10  # how many errors the exception message spells out
 
 _LEVEL_ORDER = {RegionLevel.county: 0, RegionLevel.township: 1, RegionLevel.village: 2}
@@ -221,19 +229,49 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if problems:
         raise RegionImportError([(1, "; ".join(problems) + f" (expected {','.join(IMPORT_COLUMNS)})")])
     reader.fieldnames = header
-    for raw in reader:
-        # A row with more fields than the header puts the extras under the None key.
-        if raw.get(None):  # type: ignore[call-overload]
-            yield reader.line_num, {"__extra__": raw[None]}  # type: ignore[index]
-            continue
-        yield reader.line_num, raw
+    try:
+        for raw in reader:
+            # A row with more fields than the header puts the extras under the None key.
+            if raw.get(None):  # type: ignore[call-overload]
+                yield reader.line_num, {"__extra__": raw[None]}  # type: ignore[index]
+                continue
+            yield reader.line_num, raw
+    except csv.Error as exc:  # e.g. a field larger than csv.field_size_limit()
+        raise RegionImportError([(reader.line_num + 1, f"not a readable CSV row: {exc}")]) from exc
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where JSON nesting first goes deeper than MAX_JSON_DEPTH, or None."""
+    depth, line = 0, 1
+    for match in _JSON_STRUCTURE.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line += 1
+        elif token in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return line
+        elif token in "]}":
+            depth -= 1
+        else:
+            line += token.count("\n")  # a (malformed) string across lines
+    return None
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise RegionImportError([(0, f"not a valid UTF-8 JSON file: {exc}")]) from exc
+    deep = _too_deep(text)
+    if deep is not None:
+        raise RegionImportError([(deep, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")])
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RegionImportError([(exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})")]) from exc
+    except RecursionError as exc:  # not reached after _too_deep; kept so no traceback escapes
+        raise RegionImportError([(0, "JSON nested too deeply")]) from exc
     if not isinstance(data, list):
         raise RegionImportError([(0, "JSON file must hold a list of region objects")])
     for index, item in enumerate(data, start=1):
@@ -274,6 +312,10 @@ def _parse_row(line: int, raw: dict[str, Any]) -> tuple[_Row | None, list[str]]:
     unknown = sorted(set(raw) - set(IMPORT_COLUMNS))
     if unknown:
         errors.append(f"unknown key(s) {', '.join(map(repr, unknown))}")
+    for field in ("code", "name", "level", "parent_code"):
+        bad = _CONTROL.search(_text(raw.get(field)))
+        if bad:
+            errors.append(f"{field} contains a control character (U+{ord(bad.group()):04X})")
     code = _text(raw.get("code"))
     level: RegionLevel | None = None
     try:

@@ -229,6 +229,28 @@ class DevicesSettings(_Section):
     tls_key_file: str | None = Field(default=None, description="Private key of tls_cert_file.")
 
 
+class HttpSettings(_Section):
+    max_body_kb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest request body (JSON, forms) accepted, in KiB; a larger one is refused "
+        "with 413 before it is read.",
+    )
+    max_upload_mb: int | None = Field(
+        default=None,
+        ge=1,
+        description="Largest request body on the audio upload routes, in MiB; empty means "
+        "audio.max_upload_mb (plus room for the multipart envelope).",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        pattern=r"^[0-9A-Fa-f.:/, *]*$",
+        description="Comma-separated addresses (or networks) of reverse proxies whose "
+        "X-Forwarded-Proto and X-Forwarded-For are believed; empty believes nobody. `*` believes "
+        "everyone (only when nothing else can reach the server).",
+    )
+
+
 class Settings(BaseSettings):
     """Server settings."""
 
@@ -256,6 +278,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API authentication.")
     devices: DevicesSettings = Field(
         default_factory=DevicesSettings, description="Speaker fleet: alarms, monitor, broker TLS."
+    )
+    http: HttpSettings = Field(
+        default_factory=HttpSettings, description="HTTP: request size limits, trusted proxies."
     )
 
     @classmethod

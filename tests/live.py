@@ -33,7 +33,9 @@ class LiveServer:
         self.base_url = f"http://127.0.0.1:{port}"
         self.app = create_app(settings)
         self._server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(
+                self.app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False
+            )  # as `cunxiang serve`: only CUNXIANG_HTTP_TRUSTED_PROXIES are believed
         )
         self._thread = threading.Thread(target=self._server.run, name="live-server", daemon=True)
 

@@ -447,18 +447,31 @@ def probe_duration_ms(path: Path) -> int:
 UPLOAD_FORMATS = {"mp3": "mp3", "wav": "wav", "mov,mp4,m4a,3gp,3g2,mj2": "m4a"}
 
 
+# Audio codecs accepted inside those containers.
+UPLOAD_CODECS = frozenset(
+    {"mp3", "aac", "alac", "pcm_u8", "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le",
+     "pcm_alaw", "pcm_mulaw"}
+)  # fmt: skip
+UPLOAD_SAMPLE_RATES = (8000, 96000)  # Hz, inclusive: telephone to studio recordings
+UPLOAD_MAX_CHANNELS = 8
+# ffmpeg decodes at many times real time; an hour of audio in well under a minute here.
+TRANSCODE_TIMEOUT_S = 300.0
+
+
 @dataclass(frozen=True)
 class Probe:
     kind: str  # mp3 | wav | m4a
     codec: str
     duration_s: float
+    sample_rate: int = 0
+    channels: int = 0
 
 
 def probe_upload(path: Path, *, max_seconds: float) -> Probe:
     """Check with ffprobe that a file is an MP3, WAV or M4A recording with sound; NotAudio if not."""
     args = [
         "ffprobe", "-v", "error", "-print_format", "json", "-show_format",
-        "-show_entries", "stream=codec_type,codec_name,duration", str(path),
+        "-show_entries", "stream=codec_type,codec_name,duration,sample_rate,channels", str(path),
     ]  # fmt: skip
     try:
         result = subprocess.run(args, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
@@ -476,21 +489,83 @@ def probe_upload(path: Path, *, max_seconds: float) -> Probe:
     # Cover art in an MP3/M4A is a picture stream; a film is not a recording.
     if any(s.get("codec_name") not in ("mjpeg", "png") for s in video):
         raise NotAudio("the file has a video track; upload the sound only")
-    try:
-        duration = float(info["format"].get("duration") or streams[0].get("duration") or 0)
-    except ValueError:
-        duration = 0.0
+    if len(streams) > 1:
+        raise NotAudio("the file has more than one audio track")
+    stream = streams[0]
+    codec = stream.get("codec_name", "")
+    if codec not in UPLOAD_CODECS:
+        raise NotAudio(f"unsupported audio codec {codec!r}")
+    rate, channels = _int(stream.get("sample_rate")), _int(stream.get("channels"))
+    if not UPLOAD_SAMPLE_RATES[0] <= rate <= UPLOAD_SAMPLE_RATES[1]:
+        raise NotAudio(
+            f"sample rate {rate} Hz is outside {UPLOAD_SAMPLE_RATES[0]}-{UPLOAD_SAMPLE_RATES[1]} Hz"
+        )
+    if not 1 <= channels <= UPLOAD_MAX_CHANNELS:
+        raise NotAudio(f"{channels} channels; 1 to {UPLOAD_MAX_CHANNELS} are accepted")
+    # Both figures are header-based estimates (decode() measures the truth): take the longer.
+    durations = [_float(info["format"].get("duration")), _float(stream.get("duration"))]
+    duration = max(durations)
     if duration <= 0:
         raise NotAudio("the recording has no length")
     if duration > max_seconds:
         raise NotAudio(f"the recording is {duration:.0f} s long; at most {max_seconds:.0f} s are accepted")
-    return Probe(kind=kind, codec=streams[0].get("codec_name", ""), duration_s=duration)
+    return Probe(kind=kind, codec=codec, duration_s=duration, sample_rate=rate, channels=channels)
 
 
-def decode(path: Path) -> AudioSegment:
-    """Decode an audio file to 16-bit mono PCM (ffmpeg)."""
+def _int(value: Any) -> int:
     try:
-        segment = AudioSegment.from_file(path)
-    except (CouldntDecodeError, OSError, IndexError) as exc:
-        raise NotAudio(f"cannot decode the recording: {str(exc)[-300:]}") from exc
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(value: Any) -> float:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return result if math.isfinite(result) else 0.0
+
+
+def transcode_upload(path: Path, dest: Path, *, frame_rate: int, max_seconds: float) -> int:
+    """Decode a recording with ffmpeg, streaming to a 16-bit mono WAV file `dest` at `frame_rate`,
+    and return its true length in ms; NotAudio if it is longer than `max_seconds`.
+
+    The header's duration (what `probe_upload` read) can lie: an MP3 whose first frame says 1 s can
+    hold hours. ffmpeg is told to stop one second past the limit (`-t`), so neither the disk file
+    nor anything in this process grows with what the file really holds.
+    """
+    args = [
+        AudioSegment.converter, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-i", str(path), "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(frame_rate),
+        "-c:a", "pcm_s16le", "-t", f"{max_seconds + 1:.3f}", "-f", "wav", str(dest),
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(args, capture_output=True, timeout=TRANSCODE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise NotAudio("decoding the recording took too long") from exc
+    except OSError as exc:
+        raise AudioError(f"ffmpeg failed: {exc}") from exc
+    if result.returncode != 0:
+        raise NotAudio(f"cannot decode the recording: {result.stderr.decode('utf-8', 'replace')[-300:]}")
+    duration_ms = probe_duration_ms(dest)
+    if duration_ms > max_seconds * 1000:
+        raise NotAudio(f"the recording is longer than the {max_seconds:.0f} s accepted")
+    if duration_ms <= 0:
+        raise NotAudio("the recording has no length")
+    return duration_ms
+
+
+def decode(path: Path, *, frame_rate: int, max_seconds: float) -> AudioSegment:
+    """Decode a recording to 16-bit mono PCM at `frame_rate`, through a WAV file that ffmpeg
+    writes (`transcode_upload`): at most `max_seconds` of it is ever read into memory."""
+    wav = path.with_name(path.name + ".pcm.wav")
+    try:
+        transcode_upload(path, wav, frame_rate=frame_rate, max_seconds=max_seconds)
+        try:
+            segment = AudioSegment.from_wav(wav)
+        except (CouldntDecodeError, OSError, IndexError) as exc:
+            raise NotAudio(f"cannot decode the recording: {str(exc)[-300:]}") from exc
+    finally:
+        wav.unlink(missing_ok=True)
     return segment.set_channels(1).set_sample_width(SAMPLE_WIDTH)

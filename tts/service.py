@@ -313,7 +313,7 @@ async def store_recording(
         return SynthesisResult(existing, cached=True, path=store.path_for(audio_dir, existing.sha256))
 
     def work() -> tuple[store.StoredFile, int]:
-        segment = audio.decode(path)
+        segment = audio.decode(path, frame_rate=settings.audio.sample_rate, max_seconds=max_s)
         if audio.integrated_loudness(segment) is None:
             raise audio.NotAudio("the recording is silent")
         with store.staging(audio_dir) as staged:

@@ -61,6 +61,22 @@
     try { sessionStorage.removeItem(STASH + document.body.dataset.clearStash); } catch (e) { /* ignore */ }
   }
 
+  // What used to be inline handlers (the Content-Security-Policy allows no inline script).
+  document.addEventListener("change", function (e) {
+    var el = e.target;
+    if (el.matches && el.matches("select[data-autosubmit]") && el.form) el.form.submit();
+  });
+  document.addEventListener("click", function (e) {
+    var el = e.target.closest && e.target.closest("[data-print], a[data-back]");
+    if (!el) return;
+    if (el.hasAttribute("data-print")) {
+      window.print();
+    } else if (window.history.length > 1) {
+      e.preventDefault();
+      window.history.back();
+    }
+  });
+
   var compose = document.getElementById("compose");
   if (!compose) return;
 

@@ -285,3 +285,40 @@ def test_a_large_import_then_the_same_file_again_updates_every_region(session, t
     assert result == ImportResult(created=4 + 4 * 25 + 4 * 25 * 75, updated=0)
     assert regions.import_file(session=session, path=path).updated == result.created
     assert len(regions.descendant_villages(session=session, code="341210000000")) == 25 * 75
+
+
+def test_deeply_nested_json_is_a_clear_error_with_its_line(session, tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text(
+        '[\n{"code": "341225000000", "name": "阜南县"},\n' + "[" * 100_000 + "]" * 100_000 + "\n]"
+    )
+    with pytest.raises(RegionImportError) as info:
+        regions.import_file(session=session, path=path)
+    assert info.value.errors == [(3, f"JSON nested deeper than {regions.MAX_JSON_DEPTH} levels")]
+    assert "line 3" in str(info.value)
+
+
+def test_broken_json_names_its_line(session, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[\n{"code": "341225000000", "name": "阜南县"},\n{"code": \n]')
+    with pytest.raises(RegionImportError) as info:
+        regions.import_file(session=session, path=path)
+    assert [line for line, _ in info.value.errors] == [4]
+
+
+@pytest.mark.parametrize("suffix", ["json", "csv"])
+def test_names_with_nul_or_control_characters_are_refused_by_line(session, tmp_path, suffix):
+    rows = [(COUNTY, "阜南县"), (TOWN, "鹿城\x00镇"), (VILLAGE, "张庄\x1b[31m村")]
+    if suffix == "json":
+        path = tmp_path / "nul.json"
+        path.write_text("[\n" + ",\n".join(json.dumps({"code": c, "name": n}) for c, n in rows) + "\n]")
+        lines = [2, 3]  # JSON: the object's place in the list
+    else:
+        path = write(tmp_path / "nul.csv", "code,name\n" + "".join(f"{c},{n}\n" for c, n in rows))
+        lines = [3, 4]  # CSV: the file's line
+    with pytest.raises(RegionImportError) as info:
+        regions.import_file(session=session, path=path)
+    assert [line for line, _ in info.value.errors] == lines
+    assert "U+0000" in info.value.errors[0][1] and "U+001B" in info.value.errors[1][1]
+    session.rollback()
+    assert regions.count_regions(session=session) == 0

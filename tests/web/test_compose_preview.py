@@ -34,7 +34,7 @@ def _preview(page) -> dict:
     with page.expect_response("**/console/preview") as answer:
         page.click("#preview-btn")
     page.wait_for_function(
-        "document.querySelector('#preview-status').textContent.includes('时长')", timeout=30_000
+        "() => document.querySelector('#preview-status').textContent.includes('时长')", timeout=30_000
     )
     return answer.value.json()
 

@@ -110,9 +110,11 @@ def test_compose_approve_air_report_export_and_public_page(
         page.select_option('select[name="rate"]', "-10")
         page.click("#preview-btn")
         page.wait_for_function(
-            "document.querySelector('#preview-status').textContent.includes('时长')", timeout=30_000
+            "() => document.querySelector('#preview-status').textContent.includes('时长')", timeout=30_000
         )
-        page.wait_for_function("document.querySelector('#preview-audio').readyState >= 1", timeout=10_000)
+        page.wait_for_function(
+            "() => document.querySelector('#preview-audio').readyState >= 1", timeout=10_000
+        )
         assert page.eval_on_selector("#preview-audio", "a => a.duration") > 1.0
         assert re.search(r"/media/[0-9a-f]{64}\.mp3$", page.get_attribute("#preview-audio", "src"))
         page.fill("#area-search", township_name[:2])
