@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentUser, SessionDep
+from api.routes.common import AUTHED, CONFLICT
 from core import flows as core_flows
 from core.schemas import UserRead
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
-@router.post("/{username}/disable")
+@router.post("/{username}/disable", responses={**AUTHED, **CONFLICT})
 def disable(username: str, user: CurrentUser, session: SessionDep) -> UserRead:
     """Disable an account: it can no longer log in, and its tokens and console sessions stop at once."""
     return UserRead.model_validate(
@@ -19,7 +20,7 @@ def disable(username: str, user: CurrentUser, session: SessionDep) -> UserRead:
     )
 
 
-@router.post("/{username}/enable")
+@router.post("/{username}/enable", responses={**AUTHED, **CONFLICT})
 def enable(username: str, user: CurrentUser, session: SessionDep) -> UserRead:
     """Enable a disabled account again (it logs in afresh; old tokens stay revoked)."""
     return UserRead.model_validate(

@@ -44,10 +44,10 @@ async def _page_error(request: Request, exc: PageError):
 
 def install(app: FastAPI) -> None:
     """Add the console and public pages, their static files and error pages to the app."""
-    from api.web import console, fleet, login, public, reports
+    from api.web import console, fleet, login, public, reports, users
 
     app.mount("/static", StaticFiles(directory=str(render.STATIC)), name="static")
-    for module in (login, console, fleet, reports, public):
+    for module in (login, console, fleet, reports, public, users):
         app.include_router(module.router)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(PageError, _page_error)
