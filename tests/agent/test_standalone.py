@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -65,10 +66,16 @@ def agent_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv with only ./shared and ./agent installed (not editable, as on a speaker box)."""
     env_dir = tmp_path_factory.mktemp("agent-venv")
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    # pip builds a local project in its own tree (build/, *.egg-info): each pytest worker that runs
+    # this module builds at once, so each builds from its own copy, never the checkout itself.
+    sources = tmp_path_factory.mktemp("agent-sources")
+    skip = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    for name in ("shared", "agent"):
+        shutil.copytree(REPO / name, sources / name, ignore=skip)
     subprocess.run(
         [
             _bin(env_dir, "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            str(REPO / "shared"), str(REPO / "agent"),
+            str(sources / "shared"), str(sources / "agent"),
         ],
         check=True, cwd=env_dir, timeout=PIP_TIMEOUT_S, env=_clean_env(),
     )  # fmt: skip
