@@ -9,6 +9,7 @@ a playlist).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
@@ -135,11 +136,11 @@ def preview(*, session: Session, settings: Settings, user: User, playlist_id: in
 
 
 def upload_audio(
-    *, session: Session, settings: Settings, user: User, data: bytes, filename: str, audit: Audit
+    *, session: Session, settings: Settings, user: User, path: Path, filename: str, audit: Audit
 ) -> AudioAsset:
     """Store an uploaded recording for `audio` items (re-encoded as the speakers play), audited, committed."""
     tts_flows.require_author(user)
-    asset = playlist_service.store_upload(session=session, settings=settings, data=data, filename=filename)
+    asset = playlist_service.store_upload(session=session, settings=settings, path=path, filename=filename)
     tts_service.grant(session=session, asset=asset, user=user)
     audit(session=session, user=user, action="uploaded", object_type="audio_asset", object_id=asset.id)
     session.commit()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +38,6 @@ log = logging.getLogger(__name__)
 
 ASSEMBLY_VERSION = 1
 PLAYLIST_ENGINE = "playlist"  # AudioAsset.engine of assembled programmes
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 
 class PlaylistError(InvalidInput):
@@ -226,19 +224,15 @@ def assemble(*, session: Session, settings: Settings, playlist: Playlist) -> Aud
     return asset
 
 
-def store_upload(*, session: Session, settings: Settings, data: bytes, filename: str) -> AudioAsset:
-    """Validate an uploaded recording and store it normalised, as the speech stage does."""
-    if not data:
+def store_upload(*, session: Session, settings: Settings, path: Path, filename: str) -> AudioAsset:
+    """Validate an uploaded recording (already on disk, within the size limit) and store it
+    normalised, as the speech stage does."""
+    if path.stat().st_size == 0:
         raise PlaylistError("file", "empty upload")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise PlaylistError("file", f"larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
-    with tempfile.TemporaryDirectory(prefix="cunxiang-upload-") as work:
-        source = Path(work) / "upload"
-        source.write_bytes(data)
-        try:
-            result = tts_service.store_recording_sync(
-                session=session, settings=settings, path=source, title=(filename or "")[:200]
-            )
-        except tts_audio.NotAudio as exc:
-            raise PlaylistError("file", f"{filename or 'the upload'} is not usable audio: {exc}") from None
+    try:
+        result = tts_service.store_recording_sync(
+            session=session, settings=settings, path=path, title=(filename or "")[:200]
+        )
+    except tts_audio.NotAudio as exc:
+        raise PlaylistError("file", f"{filename or 'the upload'} is not usable audio: {exc}") from None
     return result.asset

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Response, UploadFile, status
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_roles
 from api.routes.common import AUTHED, BAD_BODY, CONFLICT, TOO_LARGE, UNAVAILABLE, Id, Limit, Offset, Page
+from api.uploads import staged_upload
 from core.models import Role, User
 from playlists import flows as playlist_flows
 from playlists import service as playlist_service
@@ -87,9 +88,9 @@ def upload_audio(
     user: Author,
 ) -> AssetRead:
     """Upload a recording for `audio` items; it is re-encoded to the speakers' MP3 format."""
-    data = file.file.read(playlist_service.MAX_UPLOAD_BYTES + 1)
-    asset = playlist_flows.upload_audio(
-        session=session, settings=settings, user=user, data=data, filename=file.filename or "",
-        audit=audit.record,
-    )  # fmt: skip
+    with staged_upload(file, settings) as staged:
+        asset = playlist_flows.upload_audio(
+            session=session, settings=settings, user=user, path=staged, filename=file.filename or "",
+            audit=audit.record,
+        )  # fmt: skip
     return _asset_read(settings, asset)

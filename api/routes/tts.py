@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, UploadFile, status
 
 from api.deps import CurrentUser, SessionDep, SettingsDep, require_roles
 from api.routes.common import AUTHED, BAD_BODY, TOO_LARGE, UNAVAILABLE
+from api.uploads import staged_upload
 from core.models import Role, User
 from tts import audio, store, voices
 from tts import flows as tts_flows
@@ -18,7 +19,6 @@ from tts.schemas import AssetRead, PreviewRequest, VoiceRead, Volume
 router = APIRouter(tags=["speech"], responses=AUTHED)
 
 Author = Annotated[User, Depends(require_roles(Role.staff, Role.approver))]
-UPLOAD_CHUNK = 1 << 20
 
 
 def _read(result: tts_service.SynthesisResult) -> AssetRead:
@@ -74,18 +74,7 @@ def upload(
     closing_chime: Annotated[bool, Form()] = False,
 ) -> AssetRead:
     """Store a recording as an asset, normalised like synthesised speech; 422 if it is not audio."""
-    limit = settings.audio.max_upload_mb * 1024 * 1024
-    with store.staging(settings.audio_dir, suffix=".upload") as staged:
-        size = 0
-        with open(staged, "wb") as out:
-            while chunk := file.file.read(UPLOAD_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(
-                        status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                        detail=f"file is larger than {settings.audio.max_upload_mb} MB",
-                    )
-                out.write(chunk)
+    with staged_upload(file, settings) as staged:
         result = tts_flows.upload(
             session=session,
             settings=settings,

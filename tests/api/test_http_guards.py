@@ -13,13 +13,15 @@ from tests.live import LiveServer, free_port
 MB = 1024 * 1024
 
 
-def _live(tmp_path_factory, broker_url: str, **http) -> Iterator[LiveServer]:
+def _live(tmp_path_factory, broker_url: str, upload_mb: int | None = None, **http) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("guards")
     url = f"sqlite:///{tmp / 'cunxiang.db'}"
     seed(url)
     port = free_port()
     settings = make_settings(tmp, url, broker_url, port)
     settings.http = settings.http.model_copy(update=http)
+    if upload_mb is not None:
+        settings.audio = settings.audio.model_copy(update={"max_upload_mb": upload_mb})
     with LiveServer(settings, port) as live:
         yield live
 
@@ -27,6 +29,11 @@ def _live(tmp_path_factory, broker_url: str, **http) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, embedded_broker_url) -> Iterator[LiveServer]:
     yield from _live(tmp_path_factory, embedded_broker_url, max_body_kb=1024)
+
+
+@pytest.fixture(scope="module")
+def small_uploads(tmp_path_factory, embedded_broker_url) -> Iterator[LiveServer]:
+    yield from _live(tmp_path_factory, embedded_broker_url, upload_mb=1)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +128,22 @@ def test_upload_route_takes_more_than_the_json_limit_but_not_more_than_its_own(l
         b"Content-Type: multipart/form-data; boundary=b\r\n" + f"Content-Length: {limit}\r\n\r\n".encode()
     )
     assert _raw(live.port, head)[0] == 413
+
+
+def test_both_upload_routes_stream_to_disk_and_refuse_a_file_over_the_audio_limit(small_uploads):
+    live = small_uploads
+    token = live.login(*ADMIN)
+    staged = lambda: sorted(p.name for p in live.settings.audio_dir.rglob("*.upload"))  # noqa: E731
+    with live.client(token) as c:
+        for path in ("/api/v1/tts/upload", "/api/v1/playlists/audio"):
+            # within the multipart room the body limit leaves, so it is the route that measures the file
+            r = c.post(path, files={"file": ("a.mp3", b"\0" * (MB + 4096), "audio/mpeg")})
+            assert r.status_code == 413, (path, r.text)
+            assert "larger than 1 MB" in r.json()["detail"], path
+            # exactly the limit is read whole and judged for what it is
+            r = c.post(path, files={"file": ("a.mp3", b"\0" * MB, "audio/mpeg")})
+            assert r.status_code == 422, (path, r.text)
+    assert staged() == []  # no staging file is left behind either way
 
 
 def test_security_headers_on_console_village_page_and_api(live):
