@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from core import access
+from core.clock import utcnow
 from core.db import transaction
 from core.errors import InvalidInput, NotFound, Unavailable
 from core.models import Region, Role, User
@@ -182,7 +184,11 @@ def send_stops(*, sender: CommandSender, plan: StopPlan) -> int:
     for occurrence_id in plan.occurrence_ids:
         sent += sender.send(protocol.StopCommand(occurrence_id=occurrence_id), plan.topics[occurrence_id])
     if plan.stop_all_topic is not None:
-        sent += sender.send(protocol.StopCommand(occurrence_id=None), [plan.stop_all_topic])
+        issued = utcnow()
+        stop_all = protocol.StopCommand(
+            occurrence_id=None, issued_at=issued, expires_at=issued + timedelta(seconds=protocol.STOP_ALL_TTL_S)
+        )
+        sent += sender.send(stop_all, [plan.stop_all_topic])
     return sent
 
 

@@ -38,6 +38,9 @@ MAX_REPORT_BYTES = 4 * 1024
 # A command other than `play` may be acted on until this long after it was issued (a play says
 # itself how long it may start: its own `expires_at`).
 COMMAND_TTL_S = 300.0
+# An area's emergency stop-all (`stop` with occurrence_id null) means "now": one that reaches a
+# speaker later than this (held by a broker outage) is void, so it cannot silence a later airing.
+STOP_ALL_TTL_S = 30.0
 
 QOS_COMMAND = 1
 QOS_REPORT = 1
